@@ -54,6 +54,43 @@ def cmd_data_info(args):
             print(f"{name:>13}/{split:<5} {status}")
 
 
+# ------------------------------------------------------------------------------------- train
+
+def cmd_train(args):
+    from keras_gen.presets import get_preset
+    from keras_gen.training import train
+    overrides = {k: getattr(args, k, None) for k in
+                 ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
+                  "loop")}
+    try:
+        config = get_preset(args.model, args.preset, **overrides)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    try:
+        summary = train(args.model, config, args.out, verbose=args.verbose)
+    except OSError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
+          f" outputs in {args.out}:")
+    for name, path in summary["outputs"].items():
+        print(f"  {name:12s} {path}")
+
+
+# ------------------------------------------------------------------------------------- sample
+
+def cmd_sample(args):
+    from keras_gen.export import load_sampler
+    from keras_gen.plotting import image_grid
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v is not None}
+    try:
+        sampler = load_sampler(args.path)
+        images = sampler(args.n, args.seed, **options)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    image_grid(images, args.out, title=f"{Path(args.path).name}: {args.n} samples, seed {args.seed}")
+    print(f"wrote {args.out} ({len(images)} images)")
+
+
 # ------------------------------------------------------------------------------------- demo
 
 def cmd_demo(args):
@@ -84,6 +121,32 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_data_fetch)
     info = data_sub.add_parser("info", help="list cached datasets and where they came from")
     info.set_defaults(func=cmd_data_info)
+
+    train = sub.add_parser("train", help="train a model with fit, write figures, .keras and SavedModel")
+    train.add_argument("model", choices=["vae", "dcgan"])
+    train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu)")
+    train.add_argument("--out", required=True, help="output folder")
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int)
+    train.add_argument("--latent-dim", type=positive_int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--dataset", choices=["mnist", "fashion_mnist"])
+    train.add_argument("--limit", type=positive_int, help="train on the first N images only")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--loop", choices=["fit", "alternating"],
+                       help="DCGAN: fused fit (default) or the article's train_on_batch loop")
+    train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
+                       help="Keras fit verbosity: 1 = progress bar (default), 2 = a line per epoch")
+    train.set_defaults(func=cmd_train)
+
+    sample = sub.add_parser("sample", help="draw a grid of samples from an export or .keras file")
+    sample.add_argument("path", help="exported SavedModel directory or .keras file")
+    sample.add_argument("--n", type=positive_int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default="samples.png")
+    sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="DDPM only")
+    sample.add_argument("--steps", type=positive_int, help="DDPM only: sampling steps")
+    sample.set_defaults(func=cmd_sample)
 
     demo = sub.add_parser("demo", help="the main job: sample the shipped models into outputs/")
     demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")

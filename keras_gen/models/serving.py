@@ -1,0 +1,30 @@
+"""Pieces of the SavedModel serving contract shared by every model (DESIGN.md, Export).
+
+A model's ``serving_endpoints()`` returns ``{name: (fn, input_signature)}``; keras_gen.export
+turns them into SavedModel signatures. Seeded endpoints take ``num_images`` and ``seed``
+(int32 scalars) and return ``{"images": float32 (N, 28, 28, 1) in [0, 1]}``.
+"""
+
+import tensorflow as tf
+
+MAX_IMAGES = 4096  # one call may ask for at most this many images (memory guard)
+
+
+def seeded_signature(*extra):
+    """[num_images, seed, *extra] as int32 scalar TensorSpecs (extra: more TensorSpecs)."""
+    return [tf.TensorSpec([], tf.int32, name="num_images"),
+            tf.TensorSpec([], tf.int32, name="seed"), *extra]
+
+
+def checked_num_images(num_images):
+    """num_images with in-graph checks: 1 <= num_images <= MAX_IMAGES, else InvalidArgumentError."""
+    tf.debugging.assert_positive(num_images, message="num_images must be >= 1")
+    tf.debugging.assert_less_equal(
+        num_images, tf.constant(MAX_IMAGES, tf.int32),
+        message=f"num_images is capped at {MAX_IMAGES} per call; ask in several calls")
+    return num_images
+
+
+def stateless_seed(seed, stream=0):
+    """A stateless-RNG seed pair from an int32 scalar seed and a stream index."""
+    return tf.stack([tf.cast(seed, tf.int32), tf.constant(stream, tf.int32)])

@@ -1,0 +1,168 @@
+"""The article's convolutional VAE ("Variational Autoencoders" section) as a subclassed keras.Model.
+
+Differences from the article's notebook (ARTICLE_MAP.md errata 1-2):
+- the KL term is summed over latent dimensions (then averaged over the batch), matching the
+  reconstruction term that is summed over the 784 pixels; ``article_kl=True`` reproduces the
+  article's mean over latent dimensions for comparison;
+- ``call()`` is the reconstruction, so the model can be called, saved and exported.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from keras_gen.models.serving import checked_num_images, seeded_signature, stateless_seed
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+@keras.saving.register_keras_serializable(package="keras_gen")
+class Reparameterize(layers.Layer):
+    """z = mean + exp(logvar / 2) * eps with eps ~ N(0, I) from the layer's own seed generator."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, mean, logvar):
+        eps = keras.random.normal(ops.shape(mean), dtype=mean.dtype, seed=self.seed_generator)
+        return mean + ops.exp(0.5 * logvar) * eps
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+def build_encoder(latent_dim: int) -> keras.Model:
+    """Conv2D(64, 3, s2, relu) x2 -> Flatten -> Dense(2 * latent_dim): [mean | logvar]."""
+    x_in = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.Conv2D(64, 3, strides=2, activation="relu")(x_in)
+    x = layers.Conv2D(64, 3, strides=2, activation="relu")(x)
+    x = layers.Flatten()(x)
+    stats = layers.Dense(2 * latent_dim, name="mean_logvar")(x)
+    return keras.Model(x_in, stats, name="encoder")
+
+
+def build_decoder(latent_dim: int) -> keras.Model:
+    """Dense(7*7*64) -> Reshape -> Conv2DTranspose(64, 3, s2) x2 -> Conv2DTranspose(1, 3, sigmoid)."""
+    z_in = keras.Input((latent_dim,), name="z")
+    x = layers.Dense(7 * 7 * 64, activation="relu")(z_in)
+    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(1, 3, strides=1, padding="same", activation="sigmoid")(x)
+    return keras.Model(z_in, x, name="decoder")
+
+
+def vae_loss_terms(x, x_hat, mean, logvar, *, article_kl=False):
+    """Per-batch (reconstruction, kl) terms of the negative ELBO.
+
+    reconstruction: binary cross-entropy summed over pixels, averaged over the batch.
+    kl: KL(q(z|x) || N(0, I)) summed over latent dims (article_kl=True: averaged over them,
+    as the article's code does), averaged over the batch.
+    """
+    bce = keras.losses.binary_crossentropy(x[..., None], x_hat[..., None])  # (B, H, W, C)
+    reconstruction = ops.mean(ops.sum(ops.reshape(bce, (ops.shape(bce)[0], -1)), axis=1))
+    kl_per_dim = -0.5 * (1.0 + logvar - ops.square(mean) - ops.exp(logvar))
+    reduce = ops.mean if article_kl else ops.sum
+    kl = ops.mean(reduce(kl_per_dim, axis=1))
+    return reconstruction, kl
+
+
+@keras.saving.register_keras_serializable(package="keras_gen")
+class VAE(keras.Model):
+    """Convolutional VAE for 28x28x1 images in [0, 1] (binarised in the article).
+
+    Train with ``compile(optimizer=...)`` and ``fit(dataset)``; the dataset yields images (or
+    (images, labels), labels ignored). ``call(x)`` reconstructs x through the posterior mean.
+    """
+
+    kind = "vae"
+
+    def __init__(self, latent_dim=2, article_kl=False, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if int(latent_dim) <= 0:
+            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
+        self.latent_dim = int(latent_dim)
+        self.article_kl = bool(article_kl)
+        self.seed = seed
+        self.encoder = build_encoder(self.latent_dim)
+        self.decoder = build_decoder(self.latent_dim)
+        self.reparameterize = Reparameterize(seed=seed, name="reparameterize")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.built = True  # encoder and decoder are functional models, built at construction
+
+    # ----------------------------------------------------------------- the probabilistic parts
+    def encode(self, x):
+        """Posterior parameters (mean, logvar), each (B, latent_dim)."""
+        stats = self.encoder(x)
+        return stats[:, : self.latent_dim], stats[:, self.latent_dim:]
+
+    def decode(self, z):
+        """Bernoulli means (B, 28, 28, 1) in [0, 1] for latent codes z (B, latent_dim)."""
+        return self.decoder(z)
+
+    def call(self, x, training=False):
+        mean, logvar = self.encode(x)
+        z = self.reparameterize(mean, logvar) if training else mean
+        return self.decode(z)
+
+    def sample(self, n, seed=0):
+        """Decode n draws of z ~ N(0, I); the same seed gives the same images."""
+        z = tf.random.stateless_normal((int(n), self.latent_dim), seed=stateless_seed(seed))
+        return self.decode(z)
+
+    # ----------------------------------------------------------------- training
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
+
+    def loss_terms(self, x):
+        mean, logvar = self.encode(x)
+        z = self.reparameterize(mean, logvar)
+        x_hat = self.decode(z)
+        reconstruction, kl = vae_loss_terms(x, x_hat, mean, logvar, article_kl=self.article_kl)
+        return reconstruction + kl, reconstruction, kl
+
+    def _update_trackers(self, total, reconstruction, kl):
+        self.loss_tracker.update_state(total)
+        self.reconstruction_tracker.update_state(reconstruction)
+        self.kl_tracker.update_state(kl)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        with tf.GradientTape() as tape:
+            total, reconstruction, kl = self.loss_terms(x)
+            scaled = self.optimizer.scale_loss(total)
+        grads = tape.gradient(scaled, self.trainable_weights)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
+        return self._update_trackers(total, reconstruction, kl)
+
+    def test_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        return self._update_trackers(*self.loss_terms(x))
+
+    def get_config(self):
+        return {**super().get_config(), "latent_dim": self.latent_dim,
+                "article_kl": self.article_kl, "seed": self.seed}
+
+    # ----------------------------------------------------------------- serving (export.py)
+    def serving_endpoints(self):
+        """Functions for the SavedModel serving contract (see keras_gen.export)."""
+        def generate(num_images, seed):
+            shape = tf.stack([checked_num_images(num_images), self.latent_dim])
+            z = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
+            return {"images": tf.cast(self.decode(z), tf.float32)}
+
+        def decode(z):
+            return {"images": tf.cast(self.decode(z), tf.float32)}
+
+        return {
+            "serving_default": (generate, seeded_signature()),
+            "decode": (decode, [tf.TensorSpec((None, self.latent_dim), tf.float32, name="z")]),
+        }

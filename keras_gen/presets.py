@@ -1,0 +1,49 @@
+"""Named configurations per model: "article" (the article's hyperparameters), "cpu" (good results
+in minutes on a 2-core CPU, chosen by measurement), "tiny" (seconds, for tests).
+
+A preset is a flat dict; ``get_preset(kind, name, **overrides)`` returns a copy with overrides
+applied (None values ignored), validated.
+"""
+
+from __future__ import annotations
+
+PRESETS = {
+    "vae": {
+        # Article, "Variational Autoencoders": latent 2, 200 epochs, batch 32, Adam 1e-4.
+        "article": dict(latent_dim=2, epochs=200, batch_size=32, learning_rate=1e-4),
+        "cpu": dict(latent_dim=2, epochs=12, batch_size=64, learning_rate=1e-3),
+        "tiny": dict(latent_dim=2, epochs=2, batch_size=64, learning_rate=1e-3, limit=512),
+    },
+    "dcgan": {
+        # Article, "Deep Convolutional GANs": latent 100, 100 epochs, batch 32, Adam 1e-4 for both.
+        "article": dict(latent_dim=100, epochs=100, batch_size=32, learning_rate=1e-4, beta_1=0.9),
+        # The article's latent-2 variant, for the manifold figure that shows mode collapse.
+        "article-latent2": dict(latent_dim=2, epochs=100, batch_size=32, learning_rate=1e-4, beta_1=0.9),
+        "cpu": dict(latent_dim=100, epochs=10, batch_size=64, learning_rate=2e-4, beta_1=0.5),
+        "tiny": dict(latent_dim=16, epochs=2, batch_size=64, learning_rate=2e-4, beta_1=0.5, limit=512),
+    },
+}
+
+COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit")
+POSITIVE_KEYS = ("epochs", "batch_size", "latent_dim", "limit", "timesteps", "dim")
+
+
+def preset_names(kind):
+    return sorted(PRESETS[kind])
+
+
+def get_preset(kind: str, name: str = "cpu", **overrides) -> dict:
+    """The preset ``name`` for model ``kind`` with non-None overrides applied."""
+    if kind not in PRESETS:
+        raise ValueError(f"unknown model {kind!r}; choose from {', '.join(sorted(PRESETS))}")
+    if name not in PRESETS[kind]:
+        raise ValueError(f"unknown preset {name!r} for {kind}; choose from {', '.join(preset_names(kind))}")
+    config = {**COMMON_DEFAULTS, **PRESETS[kind][name], "preset": name}
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    for key in POSITIVE_KEYS:
+        value = config.get(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if config.get("learning_rate") is not None and config["learning_rate"] <= 0:
+        raise ValueError(f"learning_rate must be positive, got {config['learning_rate']}")
+    return config
