@@ -61,7 +61,7 @@ def cmd_train(args):
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
-                  "loop")}
+                  "loop", "timesteps")}
     try:
         config = get_preset(args.model, args.preset, **overrides)
     except ValueError as exc:
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
 
     train = sub.add_parser("train", help="train a model with fit, write figures, .keras and SavedModel")
-    train.add_argument("model", choices=["vae", "dcgan"])
+    train.add_argument("model", choices=["vae", "dcgan", "ddpm"])
     train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--epochs", type=positive_int)
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=["mnist", "fashion_mnist"])
     train.add_argument("--limit", type=positive_int, help="train on the first N images only")
     train.add_argument("--seed", type=int)
+    train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
     train.add_argument("--loop", choices=["fit", "alternating"],
                        help="DCGAN: fused fit (default) or the article's train_on_batch loop")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],

@@ -115,3 +115,58 @@ def latent_scatter(codes, labels, path=None, *, title="Test images in latent spa
     ax.set_ylabel("z[1]")
     ax.set_title(title)
     return save_figure(fig, path)
+
+
+def image_strip(rows, path=None, *, row_labels=None, col_labels=None, title=None):
+    """A table of images: ``rows`` is a list of equal-length lists/arrays of single images."""
+    rows = [to_display(np.stack([np.asarray(im) for im in r])) for r in rows]
+    nrows, ncols = len(rows), len(rows[0])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.0 * ncols + 0.6, 1.05 * nrows + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.imshow(row[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and col_labels is not None:
+                ax.set_title(str(col_labels[c]), fontsize=8)
+            if c == 0 and row_labels is not None:
+                ax.set_ylabel(str(row_labels[r]), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def forward_process_strip(schedule, x0, path=None, *, ts=None, seed=0):
+    """Noise images x0 ([-1, 1], (B, H, W, 1)) to t = 0, 25, ..., like the article's figure.
+
+    One row per image; column t shows q(x_t | x_0) with one fixed noise draw per image.
+    """
+    import tensorflow as tf
+    T = schedule.timesteps
+    ts = list(range(0, T, max(1, T // 8))) + [T - 1] if ts is None else list(ts)
+    x0 = tf.convert_to_tensor(np.asarray(x0, np.float32))
+    noise = tf.random.stateless_normal(tf.shape(x0), seed=[seed, 0])
+    rows = [[] for _ in range(x0.shape[0])]
+    for t in ts:
+        xt = schedule.q_sample(x0, tf.fill([x0.shape[0]], t), noise).numpy()
+        for i in range(x0.shape[0]):
+            rows[i].append(np.clip(xt[i], -1, 1))
+    return image_strip(rows, path, col_labels=[f"t={t}" for t in ts], title="Forward process q(x_t | x_0)")
+
+
+def reverse_process_strip(trajectory, path=None, *, num_columns=9, timesteps=None):
+    """Columns of a sampling trajectory (steps+1, B, H, W, C), from noise to image, one row per sample."""
+    traj = np.asarray(trajectory)
+    idx = np.unique(np.linspace(0, len(traj) - 1, num_columns).round().astype(int))
+    rows = [[np.clip(traj[j, i], -1, 1) for j in idx] for i in range(traj.shape[1])]
+    labels = [f"step {j}" for j in idx] if timesteps is None else [f"t={timesteps[j]}" for j in idx]
+    return image_strip(rows, path, col_labels=labels, title="Reverse process: noise to image")
+
+
+def reverse_engineering(x0, noised, recovered, path=None, *, t=None):
+    """The article's "reverse engineering": real images, the same noised to t, and denoised back."""
+    rows = [list(x0), list(np.clip(noised, -1, 1)), list(recovered)]
+    return image_strip(rows, path, row_labels=["input", f"noised t={t}", "recovered"],
+                       title="Noise a real image, then denoise it back")

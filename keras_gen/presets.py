@@ -22,6 +22,18 @@ PRESETS = {
         "cpu": dict(latent_dim=100, epochs=10, batch_size=64, learning_rate=2e-4, beta_1=0.5),
         "tiny": dict(latent_dim=16, epochs=2, batch_size=64, learning_rate=2e-4, beta_1=0.5, limit=512),
     },
+    "ddpm": {
+        # Article, "Diffusion Models": T=200, batch 64, lr 1e-4, 10 epochs, U-Net dim 64, mults
+        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: erratum 10).
+        "article": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, timesteps=200,
+                        epochs=10, batch_size=64, learning_rate=1e-4, ddim_steps=50, ema_decay=0.999),
+        "cpu": dict(dim=32, dim_mults=(1, 2, 2), attention_levels=(False, True, True), timesteps=1000,
+                    schedule="linear", epochs=3, batch_size=64, learning_rate=1e-3, warmup_steps=200,
+                    ddim_steps=50, ema_decay=0.995),
+        "tiny": dict(dim=8, dim_mults=(1, 2), attention_levels=(False, True), timesteps=20,
+                     epochs=2, batch_size=32, learning_rate=1e-3, ddim_steps=5, ema_decay=0.9,
+                     limit=256),
+    },
 }
 
 COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit")

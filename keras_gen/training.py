@@ -30,16 +30,17 @@ import keras
 import numpy as np
 
 from keras_gen.callbacks import SampleGrid
-from keras_gen.data import load_dataset, make_dataset
+from keras_gen.data import load_dataset, make_dataset, preprocess_images
 from keras_gen.export import export_saved_model
-from keras_gen.plotting import image_grid, latent_manifold, latent_scatter, loss_curves
+from keras_gen.plotting import (forward_process_strip, image_grid, latent_manifold, latent_scatter,
+                                loss_curves, reverse_engineering, reverse_process_strip)
 
 
 @dataclasses.dataclass
 class ModelSpec:
     """What differs between model kinds in a training job."""
 
-    data_options: dict
+    data_options: Callable[[dict], dict]  # config -> make_dataset keyword arguments
     build: Callable[[dict], keras.Model]
     compile: Callable[[keras.Model, dict], None]
     figures: Callable[[keras.Model, dict, Path], list] = lambda model, config, out: []
@@ -113,12 +114,53 @@ def _dcgan_figures(model, config, out):
     return [path]
 
 
+# ------------------------------------------------------------------------------ DDPM
+
+
+def _ddpm_data_options(config):
+    """Padded 28 -> 32 (lossless) unless data_mode="resize" reproduces the article."""
+    if config.get("data_mode", "pad") == "resize":
+        return dict(value_range="-1_1", resize_to=32)
+    return dict(value_range="-1_1", pad_to=32)
+
+
+def _build_ddpm(config):
+    from keras_gen.models.ddpm import build_ddpm
+    return build_ddpm(config)
+
+
+def _compile_ddpm(model, config):
+    """Adam with a linear warm-up to the preset's learning rate (cosine decay when asked)."""
+    lr = config["learning_rate"]
+    warmup = config.get("warmup_steps", 0)
+    if warmup:
+        lr = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=max(1, config.get("decay_steps", 10**9)), warmup_target=lr,
+            warmup_steps=warmup, alpha=1.0 if not config.get("decay_steps") else 0.1)
+    model.compile(optimizer=keras.optimizers.Adam(lr))
+
+
+def _ddpm_figures(model, config, out):
+    """The article's three diffusion figures: forward strip, reverse strip, reverse engineering."""
+    images, _ = load_dataset(config["dataset"], "test")
+    x0 = preprocess_images(images[:4], **_ddpm_data_options(config)).numpy()
+    forward_process_strip(model.schedule, x0, out / "forward_process.png")
+    _, trajectory = model.sample(4, seed=0, sampler="ddim", return_trajectory=True, progress=False)
+    reverse_process_strip(trajectory, out / "reverse_process.png")
+    t = model.schedule.timesteps // 2
+    noised, recovered = model.reconstruct(x0, t, seed=0)
+    reverse_engineering(x0, noised, recovered, out / "reverse_engineering.png", t=t)
+    return [out / "forward_process.png", out / "reverse_process.png", out / "reverse_engineering.png"]
+
+
 SPECS = {
-    "vae": ModelSpec(data_options=dict(binarize=True, value_range="0_1"),
+    "vae": ModelSpec(data_options=lambda config: dict(binarize=True, value_range="0_1"),
                      build=_build_vae, compile=_compile_with_adam, figures=_vae_figures),
-    "dcgan": ModelSpec(data_options=dict(value_range="-1_1", drop_remainder=True),
+    "dcgan": ModelSpec(data_options=lambda config: dict(value_range="-1_1", drop_remainder=True),
                        build=_build_dcgan, compile=_compile_dcgan, figures=_dcgan_figures,
                        fit=_fit_dcgan),
+    "ddpm": ModelSpec(data_options=_ddpm_data_options,
+                      build=_build_ddpm, compile=_compile_ddpm, figures=_ddpm_figures),
 }
 
 
@@ -159,7 +201,7 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
     check_writable(out)
     keras.utils.set_random_seed(config["seed"])
     dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
-                           seed=config["seed"], limit=config.get("limit"), **spec.data_options)
+                           seed=config["seed"], limit=config.get("limit"), **spec.data_options(config))
     model = spec.build(config)
     spec.compile(model, config)
     callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples"),

@@ -15,6 +15,8 @@ discriminator loss is the mean of its real and fake BCE losses (not of [loss, ac
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -64,7 +66,8 @@ class DCGAN(keras.Model):
 
     def __init__(self, latent_dim=100, article_relu=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if int(latent_dim) <= 0:
+        if (isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral)
+                or latent_dim <= 0):  # 2.5 or "2" must not be silently truncated or parsed
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.latent_dim = int(latent_dim)
         self.article_relu = bool(article_relu)
@@ -104,6 +107,11 @@ class DCGAN(keras.Model):
     def compile_from_config(self, config):
         self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
                      g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
+        # Create the optimizers' variables now (as Trainer.compile_from_config does for
+        # self.optimizer) so load_model restores their saved state (iterations, Adam moments)
+        # instead of skipping it and silently restarting the optimizers from scratch.
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
 
     @property
     def metrics(self):

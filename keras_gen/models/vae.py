@@ -9,6 +9,8 @@ Differences from the article's notebook (ARTICLE_MAP.md errata 1-2):
 
 from __future__ import annotations
 
+import numbers
+
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -83,7 +85,8 @@ class VAE(keras.Model):
 
     def __init__(self, latent_dim=2, article_kl=False, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if int(latent_dim) <= 0:
+        if (isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral)
+                or latent_dim <= 0):  # 2.5 or "2" must not be silently truncated or parsed
             raise ValueError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.latent_dim = int(latent_dim)
         self.article_kl = bool(article_kl)

@@ -1,0 +1,212 @@
+"""The article's DDPM ("Diffusion Models" section): a U-Net noise predictor trained with
+Algorithm 1 and sampled with Algorithm 2 (DDPM) or DDIM strides.
+
+Differences from the article's notebook (ARTICLE_MAP.md errata 6-11): the network sees x_t and is
+trained to predict the noise (not the reverse); alpha-bar is not shifted; sampling runs all T
+steps with no noise at the last one; timesteps and noise are drawn in-graph in a compiled
+``train_step``; images are padded 28 -> 32 (``data_mode="resize"`` reproduces the article's
+bilinear resize). An exponential moving average (EMA) of the weights is kept for sampling.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_gen.diffusion import NoiseSchedule
+from keras_gen.diffusion import samplers
+from keras_gen.layers.unet import UNet
+from keras_gen.models.serving import checked_num_images, seeded_signature
+
+DATA_MODES = ("pad", "resize")
+
+
+@keras.saving.register_keras_serializable(package="keras_gen")
+class DDPM(keras.Model):
+    """Denoising diffusion model on (image_size, image_size, 1) images in [-1, 1].
+
+    Args:
+        unet: the noise predictor ``unet((x_t, t)) -> eps`` (a keras_gen UNet).
+        schedule: a `NoiseSchedule` (or its config dict).
+        image_size: 32 (MNIST padded or resized from 28).
+        data_mode: "pad" (lossless, default) or "resize" (the article); how 28x28 maps to 32x32,
+            undone by ``sample()``.
+        ema_decay: decay of the weight EMA used for sampling (warmed up over the first steps).
+        ddim_steps: default number of DDIM steps of the exported ``serving_default``.
+        seed: seed of the in-graph RNG for timesteps and noise during training.
+    """
+
+    kind = "ddpm"
+
+    def __init__(self, unet, schedule, image_size=32, data_mode="pad", ema_decay=0.999,
+                 ddim_steps=50, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_mode not in DATA_MODES:
+            raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(**schedule)
+        if not 1 <= int(ddim_steps) <= self.schedule.timesteps:
+            raise ValueError(f"ddim_steps must be in [1, {self.schedule.timesteps}], got {ddim_steps}")
+        self.unet = unet
+        self.image_size, self.data_mode = int(image_size), data_mode
+        self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
+        self.ema_unet = UNet.from_config(unet.get_config())
+        self.ema_unet.trainable = False  # updated by update_ema(), never by the optimizer
+        shape = (None, self.image_size, self.image_size, unet.channels)
+        for net in (self.unet, self.ema_unet):
+            net((keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")))
+        for ema_w, w in zip(self.ema_unet.weights, self.unet.weights):
+            ema_w.assign(w)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.built = True
+
+    # ----------------------------------------------------------------- the network
+    def call(self, inputs, training=False):
+        """Predicted noise for ``(x_t, t)`` (the training network, not the EMA)."""
+        return self.unet(inputs, training=training)
+
+    def eps_fn(self, use_ema=True):
+        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default)."""
+        net = self.ema_unet if use_ema else self.unet
+        return lambda x, t: tf.cast(net((x, t), training=False), tf.float32)
+
+    # ----------------------------------------------------------------- training (Algorithm 1)
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def diffusion_loss(self, x0, training=True):
+        """MSE between the true noise and the U-Net's prediction at uniformly drawn timesteps."""
+        batch = ops.shape(x0)[0]
+        t = keras.random.randint((batch,), 0, self.schedule.timesteps, seed=self.seed_generator,
+                                 dtype="int32")
+        noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
+        x_t = self.schedule.q_sample(x0, t, noise)
+        eps = self.unet((x_t, t), training=training)
+        return ops.mean(ops.square(noise - ops.cast(eps, "float32")))
+
+    def train_step(self, data):
+        x0 = data[0] if isinstance(data, (tuple, list)) else data
+        with tf.GradientTape() as tape:
+            loss = self.diffusion_loss(x0)
+            scaled = self.optimizer.scale_loss(loss)
+        weights = self.unet.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+        self.update_ema()
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    def test_step(self, data):
+        x0 = data[0] if isinstance(data, (tuple, list)) else data
+        self.loss_tracker.update_state(self.diffusion_loss(x0, training=False))
+        return {"loss": self.loss_tracker.result()}
+
+    def update_ema(self):
+        """ema = d * ema + (1 - d) * w, with d warmed up as min(decay, (1 + n) / (10 + n))."""
+        n = ops.cast(self.optimizer.iterations, "float32")
+        decay = ops.minimum(self.ema_decay, (1.0 + n) / (10.0 + n))
+        for ema_w, w in zip(self.ema_unet.weights, self.unet.weights):
+            ema_w.assign(decay * ema_w + (1.0 - decay) * ops.cast(w, ema_w.dtype))
+
+    # ----------------------------------------------------------------- sampling (Algorithm 2 / DDIM)
+    def to_images(self, x):
+        """Model space (B, 32, 32, 1) in [-1, 1] -> float32 (B, 28, 28, 1) in [0, 1]."""
+        x = tf.cast(x, tf.float32)
+        if self.data_mode == "pad":
+            off = (self.image_size - 28) // 2
+            x = x[:, off:off + 28, off:off + 28, :]
+        else:
+            x = tf.image.resize(x, (28, 28), method="bilinear")
+        return tf.clip_by_value((x + 1.0) / 2.0, 0.0, 1.0)
+
+    def noise(self, n, seed):
+        return samplers.initial_noise((n, self.image_size, self.image_size, self.unet.channels), seed)
+
+    def reconstruct(self, x0, t, seed=0, sampler="ddpm", steps=None, progress=False):
+        """Noise model-space images x0 to timestep t, then run the reverse chain back to x_0.
+
+        Returns (x_t, recovered), both in model space ([-1, 1], image_size): the article's
+        "reverse engineering" figure.
+        """
+        x0 = tf.convert_to_tensor(x0, tf.float32)
+        noise = tf.random.stateless_normal(tf.shape(x0), seed=[int(seed), 1])
+        x_t = self.schedule.q_sample(x0, tf.fill([tf.shape(x0)[0]], int(t)), noise)
+        recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
+                                          steps=steps, seed=int(seed), progress=progress)
+        return x_t.numpy(), recovered.numpy()
+
+    def sample(self, n, seed=0, sampler="ddim", steps=None, eta=0.0, return_trajectory=False,
+               progress=True, use_ema=True, batch_size=256):
+        """n images in [0, 1] (n, 28, 28, 1); the same seed gives the same images.
+
+        sampler="ddim" (default) runs ``steps`` strided steps (default ``ddim_steps``);
+        "ddpm" runs all T ancestral steps (Algorithm 2). ``return_trajectory`` also returns the model-space chain (steps+1, n, ...).
+        """
+        if sampler == "ddim" and steps is None:
+            steps = self.ddim_steps
+        if return_trajectory and n > batch_size:
+            raise ValueError(f"return_trajectory supports at most batch_size={batch_size} images")
+        x_T = self.noise(int(n), int(seed))
+        outputs, trajectory = [], None
+        for chunk, start in enumerate(range(0, int(n), batch_size)):
+            # Chunk 0 uses `seed` for its step noise (as the export does for a single call);
+            # later chunks use seed + chunk so their step noise is not a copy of chunk 0's.
+            result = samplers.sample(self.eps_fn(use_ema), x_T[start:start + batch_size], self.schedule,
+                                     sampler=sampler, steps=steps, eta=eta,
+                                     seed=(int(seed) + chunk) % samplers.MAX_SEED,
+                                     progress=progress, return_trajectory=return_trajectory)
+            if return_trajectory:
+                result, trajectory = result
+            outputs.append(self.to_images(result))
+        images = tf.concat(outputs, axis=0).numpy()
+        return (images, trajectory) if return_trajectory else images
+
+    # ----------------------------------------------------------------- serialization
+    def get_config(self):
+        return {**super().get_config(), "unet": keras.saving.serialize_keras_object(self.unet),
+                "schedule": self.schedule.get_config(), "image_size": self.image_size,
+                "data_mode": self.data_mode, "ema_decay": self.ema_decay,
+                "ddim_steps": self.ddim_steps, "seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["unet"] = keras.saving.deserialize_keras_object(config["unet"])
+        return cls(**config)
+
+    # ----------------------------------------------------------------- serving (export.py)
+    def serving_endpoints(self):
+        """serving_default (DDIM, ``ddim_steps``), sample_ddim(steps) and sample_ddpm (all T)."""
+        eps_fn = self.eps_fn(use_ema=True)
+
+        def run(num_images, seed, sampler, steps):
+            x_T = self.noise(checked_num_images(num_images), seed)
+            x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps, seed=seed)
+            return {"images": self.to_images(x0)}
+
+        def serving_default(num_images, seed):
+            return run(num_images, seed, "ddim", self.ddim_steps)
+
+        def sample_ddim(num_images, seed, steps):
+            return run(num_images, seed, "ddim", steps)
+
+        def sample_ddpm(num_images, seed):
+            return run(num_images, seed, "ddpm", None)
+
+        steps_spec = tf.TensorSpec([], tf.int32, name="steps")
+        return {"serving_default": (serving_default, seeded_signature()),
+                "sample_ddim": (sample_ddim, seeded_signature(steps_spec)),
+                "sample_ddpm": (sample_ddpm, seeded_signature())}
+
+
+def build_ddpm(config) -> DDPM:
+    """A DDPM from a preset-style config dict (see keras_gen.presets)."""
+    unet = UNet(dim=config["dim"], dim_mults=tuple(config["dim_mults"]),
+                attention_levels=tuple(config["attention_levels"]) if config.get("attention_levels") else None)
+    schedule = NoiseSchedule(timesteps=config["timesteps"], kind=config.get("schedule", "linear"))
+    return DDPM(unet, schedule, image_size=32, data_mode=config.get("data_mode", "pad"),
+                ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
+                seed=config["seed"])
