@@ -62,6 +62,8 @@ def cmd_train(args):
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
                   "loop", "timesteps")}
+    if args.mixed_precision:
+        overrides["precision"] = "mixed"
     try:
         config = get_preset(args.model, args.preset, **overrides)
     except ValueError as exc:
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", choices=["mnist", "fashion_mnist"])
     train.add_argument("--limit", type=positive_int, help="train on the first N images only")
     train.add_argument("--seed", type=int)
+    train.add_argument("--mixed-precision", action="store_true",
+                       help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions")
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
     train.add_argument("--loop", choices=["fit", "alternating"],
                        help="DCGAN: fused fit (default) or the article's train_on_batch loop")

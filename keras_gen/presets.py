@@ -36,7 +36,7 @@ PRESETS = {
     },
 }
 
-COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit")
+COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit", precision="float32")
 POSITIVE_KEYS = ("epochs", "batch_size", "latent_dim", "limit", "timesteps", "dim")
 
 

@@ -174,6 +174,28 @@ def machine_info() -> dict:
             "devices": [d.device_type for d in tf.config.list_physical_devices()]}
 
 
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16; Linux only)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """"float32", "mixed_float16", "mixed_bfloat16", or "mixed" = the fast one for this machine:
+    mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions, else float32."""
+    import tensorflow as tf
+    if precision != "mixed":
+        if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"unknown precision {precision!r}")
+        return precision
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
+
+
 def check_writable(out_dir: Path):
     """Fail at start (not after an hour of training) when the output folder is unusable."""
     try:
@@ -200,6 +222,8 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
     out = Path(out_dir)
     check_writable(out)
     keras.utils.set_random_seed(config["seed"])
+    config = {**config, "precision": resolve_precision(config.get("precision", "float32"))}
+    keras.mixed_precision.set_global_policy(config["precision"])
     dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
                            seed=config["seed"], limit=config.get("limit"), **spec.data_options(config))
     model = spec.build(config)

@@ -70,7 +70,7 @@ def relu_layers(generator):
 
 
 def relu_activations(generator, z):
-    probe = keras.Model(generator.inputs, [layer.output for layer in relu_layers(generator)])
+    probe = keras.Model(generator.input, [layer.output for layer in relu_layers(generator)])
     return [np.asarray(a) for a in probe(z, training=False)]
 
 

@@ -99,6 +99,9 @@ class DCGAN(keras.Model):
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer or keras.optimizers.Adam(1e-4)
         self.g_optimizer = g_optimizer or keras.optimizers.Adam(1e-4)
+        if self.dtype_policy.name == "mixed_float16":  # float16 gradients need loss scaling
+            self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
+            self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
 
     def get_compile_config(self):
         return {"d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
@@ -126,15 +129,17 @@ class DCGAN(keras.Model):
             p_real = self.discriminator(real, training=True)
             p_fake = self.discriminator(fake, training=True)
             d_loss = 0.5 * (self.bce(ops.ones_like(p_real), p_real) + self.bce(ops.zeros_like(p_fake), p_fake))
+            d_scaled = self.d_optimizer.scale_loss(d_loss)
         d_vars = self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
             p_gen = self.discriminator(self.generator(z, training=True), training=True)
             g_loss = self.bce(ops.ones_like(p_gen), p_gen)
+            g_scaled = self.g_optimizer.scale_loss(g_loss)
         g_vars = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(tape.gradient(g_loss, g_vars), g_vars))
+        self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
         self.trackers["d_loss"].update_state(d_loss)
         self.trackers["g_loss"].update_state(g_loss)

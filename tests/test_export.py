@@ -1,0 +1,375 @@
+"""The SavedModel serving contract (DESIGN.md, "Export") for the VAE and the DCGAN, and the CLI.
+
+Exports are loaded in a child process that never imports keras_gen (an import hook there refuses
+it, and the child asserts it is absent from sys.modules), and listed with saved_model_cli. The CLI
+tests run `python -m keras_gen train ... --preset tiny` on the cached real MNIST (`make test`
+fetches it first) and `python -m keras_gen sample` on the results.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
+from keras_gen.models.dcgan import DCGAN
+from keras_gen.models.serving import MAX_IMAGES
+from keras_gen.models.vae import VAE
+
+KINDS = ("vae", "dcgan")
+LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# Runs in a fresh interpreter: argv = export_dir, z.npy, out.npz, result.json, z signature, MAX_IMAGES.
+CHILD = r'''
+import json, sys
+
+class RefuseKerasGen:
+    """keras_gen must not be needed to load or run an export: refuse (and record) any import."""
+    attempts = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "keras_gen" or name.startswith("keras_gen."):
+            self.attempts.append(name)
+            raise ImportError(f"{name} may not be imported when serving an export")
+        return None
+
+sys.meta_path.insert(0, RefuseKerasGen())
+
+import numpy as np
+import tensorflow as tf
+
+export_dir, z_path, out_path, result_path, z_signature, max_images = sys.argv[1:7]
+loaded = tf.saved_model.load(export_dir)
+serve = loaded.signatures["serving_default"]
+
+def images(n, seed):
+    out = serve(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
+    return out["images"].numpy()
+
+def spec(s):
+    return [s.dtype.name, s.shape.as_list()]
+
+arrays = {"seed7": images(5, 7), "seed7_again": images(5, 7), "seed8": images(5, 8),
+          "one": images(1, 7)}
+latent = loaded.signatures[z_signature]
+arrays["from_z"] = latent(z=tf.constant(np.load(z_path)))["images"].numpy()
+
+errors = {}
+for n in (0, -3, int(max_images) + 1):
+    try:
+        errors[str(n)] = "returned images of shape %s" % (images(n, 0).shape,)
+    except tf.errors.InvalidArgumentError:
+        errors[str(n)] = "InvalidArgumentError"
+    except Exception as exc:
+        errors[str(n)] = type(exc).__name__
+
+np.savez(out_path, **arrays)
+result = {
+    "keras_gen_in_sys_modules": "keras_gen" in sys.modules,
+    "refused_imports": RefuseKerasGen.attempts,
+    "signatures": sorted(loaded.signatures),
+    "serving_inputs": {k: spec(v) for k, v in serve.structured_input_signature[1].items()},
+    "serving_outputs": {k: spec(v) for k, v in serve.structured_outputs.items()},
+    "latent_inputs": {k: spec(v) for k, v in latent.structured_input_signature[1].items()},
+    "errors": errors,
+}
+with open(result_path, "w") as f:
+    json.dump(result, f)
+assert "keras_gen" not in sys.modules, "the export pulled in keras_gen"
+'''
+
+
+def child_env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def saved_model_cli_path():
+    path = Path(sys.executable).parent / "saved_model_cli"
+    if not path.exists():
+        path = Path(shutil.which("saved_model_cli") or "saved_model_cli")
+    assert path.exists(), "saved_model_cli not found beside the interpreter or on PATH"
+    return str(path)
+
+
+def start(cmd, log_dir: Path, name: str, cwd: Path):
+    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr)."""
+    out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=child_env())
+    return process, out, err
+
+
+def finish(job, timeout=300):
+    process, out, err = job
+    try:
+        rc = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        rc = "timeout"
+    return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
+
+
+def run_all(named_cmds, log_dir, cwd):
+    """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}."""
+    jobs = {name: start(cmd, log_dir, name, cwd) for name, cmd in named_cmds.items()}
+    return {name: finish(job) for name, job in jobs.items()}
+
+
+def explain(result):
+    return f"rc={result.rc}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+def tree_digest(path: Path):
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+# ----------------------------------------------------------------------------- exported tiny models
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, tiny_vae_run, tiny_dcgan_run):
+    """Both tiny trained models exported, each checked by one child process and saved_model_cli."""
+    root = tmp_path_factory.mktemp("exports")
+    models = {"vae": tiny_vae_run.model, "dcgan": tiny_dcgan_run.model}
+    info, commands = {}, {}
+    for kind, model in models.items():
+        path = export_saved_model(model, root / kind / "saved_model",
+                                  metadata={"dataset": "mnist", "training": {"steps": 12}})
+        z = np.random.default_rng(3).normal(size=(4, model.latent_dim)).astype("float32")
+        np.save(root / f"{kind}_z.npy", z)
+        latent_fn = model.decode if kind == "vae" else model.generate
+        expected = {"seed7": np.asarray(model.sample(5, 7)), "seed8": np.asarray(model.sample(5, 8)),
+                    "from_z": np.asarray(latent_fn(z))}
+        info[kind] = SimpleNamespace(model=model, path=path, expected=expected,
+                                     npz=root / f"{kind}_out.npz", json=root / f"{kind}_result.json")
+        commands[f"{kind}_child"] = [sys.executable, "-c", CHILD, str(path), str(root / f"{kind}_z.npy"),
+                                     str(info[kind].npz), str(info[kind].json),
+                                     LATENT_SIGNATURE[kind], str(MAX_IMAGES)]
+        commands[f"{kind}_cli"] = [saved_model_cli_path(), "show", "--dir", str(path), "--all"]
+    results = run_all(commands, root, cwd=root)  # cwd: the repository is not on the child's path
+    for kind in KINDS:
+        info[kind].child = results[f"{kind}_child"]
+        info[kind].cli = results[f"{kind}_cli"]
+        if info[kind].child.rc == 0:
+            info[kind].result = json.loads(info[kind].json.read_text())
+            with np.load(info[kind].npz) as data:
+                info[kind].arrays = {k: data[k] for k in data.files}
+    return info
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_serves_without_keras_gen(exports, kind):
+    run = exports[kind]
+    assert run.child.rc == 0, explain(run.child)
+    assert run.result["keras_gen_in_sys_modules"] is False
+    assert run.result["refused_imports"] == []
+    assert run.result["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serving_default_matches_model_sample(exports, kind):
+    run = exports[kind]
+    arrays, expected = run.arrays, run.expected
+    np.testing.assert_allclose(arrays["seed7"], expected["seed7"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(arrays["seed8"], expected["seed8"], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(arrays["seed7_again"], arrays["seed7"])  # deterministic per seed
+    assert not np.allclose(arrays["seed8"], arrays["seed7"], atol=1e-3)  # seeds differ
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_serving_default_output_contract(exports, kind):
+    run = exports[kind]
+    assert run.result["serving_inputs"] == {"num_images": ["int32", []], "seed": ["int32", []]}
+    assert run.result["serving_outputs"] == {"images": ["float32", [None, 28, 28, 1]]}
+    for name in ("seed7", "seed8", "one"):
+        images = run.arrays[name]
+        assert images.dtype == np.float32
+        assert images.shape == ((1 if name == "one" else 5), 28, 28, 1)
+        assert images.min() >= 0.0 and images.max() <= 1.0
+        assert np.all(np.isfinite(images))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_latent_signature_matches_model(exports, kind):
+    """VAE `decode` = model.decode(z); DCGAN `generate` = model.generate(z) (images in [0, 1])."""
+    run = exports[kind]
+    assert run.result["latent_inputs"] == {"z": ["float32", [None, run.model.latent_dim]]}
+    got = run.arrays["from_z"]
+    assert got.dtype == np.float32 and got.shape == (4, 28, 28, 1)
+    np.testing.assert_allclose(got, run.expected["from_z"], rtol=0, atol=1e-6)
+    assert got.min() >= 0.0 and got.max() <= 1.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_num_images_out_of_range_fails(exports, kind):
+    errors = exports[kind].result["errors"]
+    assert errors == {"0": "InvalidArgumentError", "-3": "InvalidArgumentError",
+                      str(MAX_IMAGES + 1): "InvalidArgumentError"}
+
+
+def signature_block(text, name):
+    start = text.index(f"signature_def['{name}']:")
+    end = text.find("signature_def[", start + 1)
+    if end < 0:
+        end = text.index("The MetaGraph", start)
+    return text[start:end]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saved_model_cli_lists_the_signatures(exports, kind):
+    run = exports[kind]
+    assert run.cli.rc == 0, explain(run.cli)
+    text = run.cli.stdout
+    serving = signature_block(text, "serving_default")
+    for needle in ("inputs['num_images']", "inputs['seed']", "outputs['images']", "DT_FLOAT",
+                   "shape: (-1, 28, 28, 1)"):
+        assert needle in serving, needle
+    assert serving.count("dtype: DT_INT32") == 2 and serving.count("shape: ()") == 2
+    latent = signature_block(text, LATENT_SIGNATURE[kind])
+    assert "inputs['z']" in latent and f"shape: (-1, {run.model.latent_dim})" in latent
+    assert "outputs['images']" in latent
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_assets_describe_the_model(exports, kind):
+    run = exports[kind]
+    asset = run.path / "assets" / ASSET_NAME
+    assert asset.is_file()
+    info = json.loads(asset.read_text())
+    assert info["kind"] == kind
+    assert info["config"]["latent_dim"] == run.model.latent_dim
+    assert info["config"] == json.loads(json.dumps(run.model.get_config(), default=str))
+    assert info["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
+    assert info["dataset"] == "mnist" and info["training"] == {"steps": 12}  # metadata kept
+    assert read_export_info(run.path) == info
+    # the rebuilt model from the recorded config has the same architecture
+    rebuilt = {"vae": VAE, "dcgan": DCGAN}[kind].from_config(info["config"])
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in run.model.weights]
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def fresh_model(kind, seed):
+    keras.utils.set_random_seed(seed)  # different initial weights per seed
+    return VAE(latent_dim=2, seed=0) if kind == "vae" else DCGAN(latent_dim=8, seed=0)
+
+
+def served(path, n=3, seed=5):
+    loaded = tf.saved_model.load(str(path))
+    return loaded.signatures["serving_default"](num_images=tf.constant(n), seed=tf.constant(seed))["images"].numpy()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_reexport_replaces_the_previous_export(kind, tmp_path):
+    first, second = fresh_model(kind, 1), fresh_model(kind, 2)
+    path = tmp_path / "saved_model"
+    export_saved_model(first, path)
+    (path / "stale.txt").write_text("left by the first export")
+    export_saved_model(second, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # no temp/old dirs
+    assert not (path / "stale.txt").exists()  # replaced, not merged
+    images = served(path)
+    np.testing.assert_allclose(images, np.asarray(second.sample(3, 5)), atol=1e-6)
+    assert not np.allclose(images, np.asarray(first.sample(3, 5)), atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_failed_export_keeps_the_previous_one(kind, tmp_path, monkeypatch):
+    first, second = fresh_model(kind, 1), fresh_model(kind, 2)
+    path = tmp_path / "saved_model"
+    export_saved_model(first, path)
+    before = tree_digest(path)
+
+    def write_out_then_fail(self, filepath, *args, **kwargs):
+        Path(filepath).mkdir(parents=True, exist_ok=True)
+        (Path(filepath) / "saved_model.pb").write_bytes(b"half written")
+        raise RuntimeError("disk full (simulated)")
+
+    # ExportArchive.__new__ hands back a backend class (TFExportArchive) that does not inherit
+    # from ExportArchive: patch the class export_saved_model really gets, and the public one.
+    for cls in {keras.export.ExportArchive, type(keras.export.ExportArchive())}:
+        monkeypatch.setattr(cls, "write_out", write_out_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_saved_model(second, path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # no temp dirs behind
+    assert tree_digest(path) == before  # byte for byte the first export
+    np.testing.assert_allclose(served(path), np.asarray(first.sample(3, 5)), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+CLI_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"]}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """`train <model> --preset tiny` for the VAE, the DCGAN (fit) and the DCGAN (alternating),
+    then `sample` on each saved_model (and on the alternating run's model.keras)."""
+    root = tmp_path_factory.mktemp("cli")
+    base = [sys.executable, "-m", "keras_gen"]
+    trains = run_all({name: base + ["train", *args, "--preset", "tiny", "--out", str(root / name),
+                                    "--verbose", "0"] for name, args in CLI_JOBS.items()},
+                     root, cwd=root)
+    samples = {f"{name}": base + ["sample", str(root / name / "saved_model"), "--n", "16",
+                                  "--out", str(root / f"{name}_samples.png")] for name in CLI_JOBS}
+    samples["alternating_keras"] = base + ["sample", str(root / "alternating" / "model.keras"),
+                                           "--n", "16", "--out", str(root / "alternating_keras.png")]
+    sampled = run_all({f"sample_{k}": v for k, v in samples.items()}, root, cwd=root)
+    return SimpleNamespace(root=root, trains=trains, samples=sampled)
+
+
+def assert_png(path: Path):
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+
+
+@pytest.mark.parametrize("name", list(CLI_JOBS))
+def test_cli_train_tiny_writes_every_output(cli_runs, name):
+    result = cli_runs.trains[name]
+    assert result.rc == 0, explain(result)
+    out = cli_runs.root / name
+    for png in ("samples.png", "loss_curve.png", "samples/epoch_000.png", "samples/epoch_002.png"):
+        assert_png(out / png)
+    assert (out / "model.keras").is_file() and (out / "model.keras").stat().st_size > 0
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    kind = CLI_JOBS[name][0]
+    assert read_export_info(out / "saved_model")["kind"] == kind
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2  # the tiny preset's 2 epochs
+    loss_columns = ["loss", "reconstruction_loss", "kl_loss"] if kind == "vae" else ["d_loss", "g_loss"]
+    for row in rows:
+        for column in loss_columns:
+            assert np.isfinite(float(row[column])), (column, row)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_config"]["preset"] == "tiny"
+    assert summary["train_config"]["loop"] == ("alternating" if name == "alternating" else "fit")
+    if kind == "vae":  # latent_dim 2: the article's manifold figure
+        assert_png(out / "latent_manifold.png")
+
+
+@pytest.mark.parametrize("name", list(CLI_JOBS) + ["alternating_keras"])
+def test_cli_sample_writes_a_grid(cli_runs, name):
+    result = cli_runs.samples[f"sample_{name}"]
+    assert result.rc == 0, explain(result)
+    target = cli_runs.root / f"{name}_samples.png" if name != "alternating_keras" \
+        else cli_runs.root / "alternating_keras.png"
+    assert_png(target)
+    assert "(16 images)" in result.stdout
