@@ -1,7 +1,8 @@
-"""Training callbacks: per-epoch sample grids."""
+"""Training callbacks: per-epoch sample grids, wall-clock logging."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import keras
@@ -31,3 +32,15 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
             self._save(f"{epoch + 1:03d}")
+
+
+class WallClock(keras.callbacks.Callback):
+    """Adds ``wall_seconds`` (time since training began) to each epoch's logs, so the history CSV
+    can plot quality against training time."""
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["wall_seconds"] = time.perf_counter() - self.start

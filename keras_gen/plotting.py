@@ -170,3 +170,120 @@ def reverse_engineering(x0, noised, recovered, path=None, *, t=None):
     rows = [list(x0), list(np.clip(noised, -1, 1)), list(recovered)]
     return image_strip(rows, path, row_labels=["input", f"noised t={t}", "recovered"],
                        title="Noise a real image, then denoise it back")
+
+
+# ------------------------------------------------------------------ evaluation (trilemma) charts
+
+def predicted_class_histogram(counts, path=None, *, class_names=None, title="Predicted classes",
+                              min_fraction=0.02):
+    """Bar chart of the share of samples per predicted class.
+
+    ``counts`` is a (C,) histogram of counts (keras_gen.evaluation.class_histogram) or (N, C)
+    class probabilities. Dashed lines mark the uniform share 1/C and the ``min_fraction`` a class
+    needs to count as covered.
+    """
+    counts = np.asarray(counts)
+    if counts.ndim == 2:
+        counts = np.bincount(counts.argmax(axis=1), minlength=counts.shape[1])
+    fractions = counts / max(counts.sum(), 1)
+    c = len(fractions)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * c + 1.5), 3.6))
+    colors = ["tab:blue" if f >= min_fraction else "tab:red" for f in fractions]
+    ax.bar(np.arange(c), fractions, color=colors)
+    ax.axhline(1.0 / c, color="gray", ls="--", lw=1, label=f"uniform ({1.0 / c:.0%})")
+    ax.axhline(min_fraction, color="tab:red", ls=":", lw=1, label=f"covered if >= {min_fraction:.0%}")
+    ax.set_xticks(np.arange(c))
+    ax.set_xticklabels(names, rotation=30 if max(len(n) for n in names) > 2 else 0, ha="right"
+                       if max(len(n) for n in names) > 2 else "center", fontsize=8)
+    ax.set_ylabel("share of samples")
+    ax.set_ylim(0, max(0.25, float(fractions.max()) * 1.1))
+    ax.set_title(f"{title} (n={int(counts.sum())})", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def trilemma_chart(rows, path=None, *, references=(), title="The generative trilemma"):
+    """Quality, speed and coverage of several generators in one figure (three panels).
+
+    ``rows``: dicts with "label", "group" (rows of one model, e.g. a DDPM at several DDIM step
+    counts, share a group and are joined by a line in NFE order), "fid", "samples_per_s",
+    "nfe_per_sample", "classes_covered" and "normalized_entropy". ``references``: rows of the
+    same form without speed (real data, noise, a single class), drawn in gray.
+
+    Panels: (1) FID against samples/s, both log scale (down-right is fast and good); (2) FID
+    against the class entropy (down-right is good and diverse); (3) classes holding >= 2% of
+    the samples, for every row.
+    """
+    rows, references = list(rows), list(references)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw=dict(width_ratios=[1.2, 1, 0.9]))
+    groups = list(dict.fromkeys(r.get("group", r["label"]) for r in rows))
+    colors = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    floor = 1e-2
+
+    def fid_of(r):
+        return max(float(r["fid"]), floor)
+
+    ax = axes[0]
+    for g in groups:
+        members = sorted((r for r in rows if r.get("group", r["label"]) == g and r.get("samples_per_s")),
+                         key=lambda r: r.get("nfe_per_sample") or 0)
+        if not members:
+            continue
+        xs, ys = [r["samples_per_s"] for r in members], [fid_of(r) for r in members]
+        ax.plot(xs, ys, "-o" if len(members) > 1 else "o", color=colors[g], label=g, ms=7)
+        for r, x, y in zip(members, xs, ys):
+            nfe = r.get("nfe_per_sample")
+            tag = r.get("short_label", r["label"]) + (f"\n{nfe:g} NFE" if nfe else "")
+            ax.annotate(tag, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for i, r in enumerate(references):
+        ax.axhline(fid_of(r), color=plt.cm.Greys(0.45 + 0.5 * i / max(1, len(references))),
+                   ls=("--", ":", "-.")[i % 3], lw=1.2, label=f"{r['label']} (FID {r['fid']:.3g})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("speed: samples / second (log)")
+    ax.set_ylabel("quality: classifier FID (log, lower is better)")
+    ax.set_title("Quality vs speed", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if groups or references:
+        ax.legend(fontsize=7, loc="best")
+
+    ax = axes[1]
+    for r in rows:
+        g = r.get("group", r["label"])
+        ax.scatter(r["normalized_entropy"], fid_of(r), color=colors[g], s=45, zorder=3)
+        ax.annotate(r.get("short_label", r["label"]), (r["normalized_entropy"], fid_of(r)),
+                    textcoords="offset points", xytext=(5, 3), fontsize=7)
+    for r in references:
+        ax.scatter(r["normalized_entropy"], fid_of(r), color="gray", marker="*", s=90, zorder=3)
+        ax.annotate(r["label"], (r["normalized_entropy"], fid_of(r)), textcoords="offset points",
+                    xytext=(5, -9), fontsize=7, color="dimgray")
+    ax.set_yscale("log")
+    ax.set_xlim(-0.05, 1.1)
+    ax.set_xlabel("coverage: class entropy / log(classes) (1 = balanced)")
+    ax.set_ylabel("classifier FID (log)")
+    ax.set_title("Quality vs coverage", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+
+    ax = axes[2]
+    everything = rows + references
+    labels = [r["label"] for r in everything]
+    values = [r["classes_covered"] for r in everything]
+    bar_colors = [colors[r.get("group", r["label"])] for r in rows] + ["lightgray"] * len(references)
+    y = np.arange(len(everything))[::-1]
+    ax.barh(y, values, color=bar_colors)
+    for yi, r in zip(y, everything):
+        ax.annotate(f"H={r['normalized_entropy']:.2f}", (r["classes_covered"], yi), textcoords="offset points",
+                    xytext=(3, -3), fontsize=7)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=7)
+    num_classes = max([len(r.get("histogram", [])) for r in everything] + [10])
+    ax.set_xlim(0, num_classes + 2.5)
+    ax.set_xlabel("coverage: classes with >= 2% of samples")
+    ax.set_title("Coverage", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return save_figure(fig, path)

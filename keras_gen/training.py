@@ -7,7 +7,8 @@ layout, sample grids, history CSV, loss curve, saving, export with metadata) is 
 Output layout of ``out_dir``::
 
     samples/epoch_000.png ...   grids from fixed seeds, before training and after each epoch
-    history.csv                 per-epoch metrics
+    checkpoints/epoch_001.keras the whole model after each epoch
+    history.csv                 per-epoch metrics and wall-clock seconds
     loss_curve.png              the same as a figure
     samples.png                 64 final samples
     model.keras                 the whole model (keras.models.load_model)
@@ -29,7 +30,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from keras_gen.callbacks import SampleGrid
+from keras_gen.callbacks import SampleGrid, WallClock
 from keras_gen.data import load_dataset, make_dataset, preprocess_images
 from keras_gen.export import export_saved_model
 from keras_gen.plotting import (forward_process_strip, image_grid, latent_manifold, latent_scatter,
@@ -228,13 +229,16 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
                            seed=config["seed"], limit=config.get("limit"), **spec.data_options(config))
     model = spec.build(config)
     spec.compile(model, config)
-    callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples"),
+    (out / "checkpoints").mkdir(exist_ok=True)
+    callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples"), WallClock(),
+                 keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "epoch_{epoch:03d}.keras")),
                  keras.callbacks.CSVLogger(str(out / "history.csv"))]
     start = time.perf_counter()
     history = (spec.fit or _keras_fit)(model, dataset, config, callbacks, verbose)
     wall = time.perf_counter() - start
     steps = config["epochs"] * int(dataset.cardinality().numpy())
 
+    history.pop("wall_seconds", None)
     loss_keys = {k: v for k, v in history.items() if "loss" in k}
     loss_curves(loss_keys, out / "loss_curve.png", title=f"{kind} training losses")
     image_grid(model.sample(64, 0), out / "samples.png", title=f"{kind}: 64 samples")

@@ -4,7 +4,8 @@ Two drivers run the same per-step maths (`ddpm_step` / `ddim_step` plus one call
 predictor):
 
 - `sample` / `denoise_from`: a Python loop over steps with a tqdm bar; the per-step work is one
-  `tf.function` traced once per call (timesteps are passed as tensors, so no retracing per step).
+  `tf.function`, traced once and reused for later calls with the same ``eps_fn`` (timesteps are
+  passed as tensors, so no retracing per step).
 - `sample_graph`: the whole loop inside one `tf.while_loop`, for SavedModel export; the number of
   DDIM steps may be a tensor.
 
@@ -14,6 +15,8 @@ Randomness is stateless: the noise added at timestep t is
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -151,6 +154,25 @@ def _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed):
     return ddim_step(schedule, eps, t, t_prev, x, eta, noise)
 
 
+# Compiled per-step functions, reused across calls with the same (eps_fn, schedule, sampler):
+# a model that samples every epoch traces its step once, not once per call.
+_STEP_CACHE = weakref.WeakKeyDictionary()
+
+
+def _compiled_step(eps_fn, schedule, sampler):
+    """The tf.function running one reverse step of ``sampler`` with ``eps_fn`` (cached)."""
+    per_fn = _STEP_CACHE.setdefault(eps_fn, {})
+    key = (sampler, schedule)
+    if key not in per_fn:
+        @tf.function(reduce_retracing=True)
+        def step(x, t, t_prev, eta, seed):
+            global step_trace_count
+            step_trace_count += 1
+            return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed)
+        per_fn[key] = step
+    return per_fn[key]
+
+
 def _check_sampler_args(sampler, steps, eta):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -206,12 +228,7 @@ def denoise_from(eps_fn, x_t, t_start, schedule, sampler="ddpm", steps=None, eta
     _check_int("seed", seed, 0, MAX_SEED)
     ts, t_prevs = _chain(sampler, t_start, steps)
 
-    @tf.function
-    def step(x, t, t_prev, eta, seed):
-        global step_trace_count
-        step_trace_count += 1
-        return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed)
-
+    step = _compiled_step(eps_fn, schedule, sampler)
     x = tf.cast(x_t, tf.float32)
     eta = tf.constant(eta, tf.float32)
     seed = tf.constant(seed, tf.int32)

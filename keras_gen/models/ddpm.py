@@ -53,15 +53,26 @@ class DDPM(keras.Model):
         self.image_size, self.data_mode = int(image_size), data_mode
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
         self.ema_unet = UNet.from_config(unet.get_config())
-        self.ema_unet.trainable = False  # updated by update_ema(), never by the optimizer
         shape = (None, self.image_size, self.image_size, unet.channels)
         for net in (self.unet, self.ema_unet):
             net((keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")))
+        # Updated by update_ema(), never by the optimizer. Set after the build: sublayers that
+        # ResnetBlock / attention create in build() would otherwise stay trainable, and their
+        # variables would join model.trainable_variables (the optimizer a .keras load rebuilds).
+        self.ema_unet.trainable = False
         for ema_w, w in zip(self.ema_unet.weights, self.unet.weights):
             ema_w.assign(w)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self._eps_fns = {use_ema: self._make_eps_fn(net) for use_ema, net in
+                         ((True, self.ema_unet), (False, self.unet))}
         self.built = True
+
+    @staticmethod
+    def _make_eps_fn(net):
+        def eps_fn(x, t):
+            return tf.cast(net((x, t), training=False), tf.float32)
+        return eps_fn
 
     # ----------------------------------------------------------------- the network
     def call(self, inputs, training=False):
@@ -69,9 +80,11 @@ class DDPM(keras.Model):
         return self.unet(inputs, training=training)
 
     def eps_fn(self, use_ema=True):
-        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default)."""
-        net = self.ema_unet if use_ema else self.unet
-        return lambda x, t: tf.cast(net((x, t), training=False), tf.float32)
+        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default).
+
+        The same function object is returned every time, so the samplers' compiled step is reused.
+        """
+        return self._eps_fns[bool(use_ema)]
 
     # ----------------------------------------------------------------- training (Algorithm 1)
     @property

@@ -1,0 +1,308 @@
+"""The trilemma report: score exported generators on quality, speed and coverage, side by side.
+
+``evaluate_paths(paths)`` loads each export (keras_gen.export.load_sampler), draws n samples
+(a DDPM once with its full ancestral sampler and once per DDIM step count), scores them with the
+dataset's shipped classifier against the real test split, adds the reference rows (real training
+images, uniform noise, a single class) scored the same way, prints a table, and writes a JSON
+report and, in ``report_dir``, the trilemma chart and one predicted-class histogram per row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from keras_gen.evaluation.classifier import load_classifier
+from keras_gen.evaluation.metrics import (coverage_metrics, feature_statistics,
+                                          frechet_distance_from_statistics,
+                                          kernel_inception_distance, precision_recall)
+from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
+from keras_gen.evaluation.speed import measure_sampling_speed
+
+DEFAULT_DDIM_STEPS = (10, 25, 50, 100)
+DEFAULT_BATCH_SIZE = 500
+KINDS = ("vae", "dcgan", "ddpm")
+
+
+# ------------------------------------------------------------------------------ scoring images
+
+def evaluate_images(images, real: RealReference, *, seed: int = 0, kid_subsets: int = 100,
+                    kid_subset_size: int = 1000, k: int = 3) -> dict:
+    """Quality and coverage numbers of one image set against a real reference (JSON-ready dict).
+
+    Keys: n, fid, kid_mean, kid_std, precision, recall (the real side subsampled to the same
+    size as ``images``, as the method requires) and everything coverage_metrics returns.
+    """
+    probs, feats = real.classifier.probs_and_features(images)
+    fid = frechet_distance_from_statistics(*feature_statistics(feats), real.mu, real.sigma)
+    kid = kernel_inception_distance(feats, real.feats, subsets=kid_subsets,
+                                    subset_size=kid_subset_size, seed=seed)
+    rng = np.random.default_rng(seed)
+    real_feats = real.feats if len(real.feats) <= len(feats) else \
+        real.feats[rng.choice(len(real.feats), len(feats), replace=False)]
+    pr = precision_recall(real_feats, feats, k=k)
+    return {"n": int(len(feats)), "fid": fid, "kid_mean": kid.mean, "kid_std": kid.std,
+            "precision": pr.precision, "recall": pr.recall, **coverage_metrics(probs)}
+
+
+def sample_images(sample_fn, n: int, batch_size: int, seed: int = 0, **options) -> np.ndarray:
+    """n images from ``sample_fn(num_images, seed, **options)``, batch i drawn with seed + i."""
+    out, done, i = [], 0, 0
+    while done < n:
+        b = min(batch_size, n - done)
+        out.append(np.asarray(sample_fn(b, seed + i, **options), dtype=np.float32))
+        done, i = done + b, i + 1
+    return np.concatenate(out)
+
+
+# ------------------------------------------------------------------------------- the exports
+
+def _keras_file_info(path: Path) -> dict:
+    """kind and config of a .keras file, read from its config.json (no model is built)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot read the model config of {path}: {exc}") from exc
+    return {"kind": str(config.get("class_name", "")).lower(), "config": config.get("config", {})}
+
+
+def _timesteps(info: dict) -> int:
+    config = info.get("config") or {}
+    for source in (config.get("schedule") or {}, config, info.get("train_config") or {}):
+        if isinstance(source, dict) and source.get("timesteps"):
+            return int(source["timesteps"])
+    raise ValueError("cannot find the DDPM's number of timesteps in the export's info")
+
+
+def _plan(name: str, info: dict, ddim_steps) -> tuple[list[dict], list[str]]:
+    """The sampling runs of one export: [{label, short_label, sampler options, nfe}], notes."""
+    kind = info["kind"]
+    group = f"{name} ({kind.upper()})"
+    if kind != "ddpm":
+        return [dict(label=group, short_label=kind.upper(), group=group, options={},
+                     sampler=None, steps=None, nfe_per_sample=1)], []
+    from keras_gen.diffusion import ddim_timesteps
+
+    T = _timesteps(info)
+    runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
+                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T)]
+    notes = []
+    for s in ddim_steps:
+        if not 1 <= int(s) <= T:
+            notes.append(f"{name}: DDIM with {s} steps skipped (the schedule has T={T})")
+            continue
+        runs.append(dict(label=f"{name} DDIM {s}", short_label=f"DDIM {s}", group=group,
+                         options={"sampler": "ddim", "steps": int(s)}, sampler="ddim", steps=int(s),
+                         nfe_per_sample=len(ddim_timesteps(T, int(s)))))
+    return runs, notes
+
+
+def _load(paths):
+    from keras_gen.export import load_sampler
+
+    loaded, names = [], set()
+    for path in paths:
+        path = Path(path)
+        fn = load_sampler(path)
+        info = getattr(fn, "info", None) or _keras_file_info(path)
+        if info.get("kind") not in KINDS:
+            raise ValueError(f"{path}: unknown model kind {info.get('kind')!r} (expected one of {KINDS})")
+        name = path.name[:-len(".keras")] if path.name.endswith(".keras") else path.name
+        base, i = name, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.add(name)
+        loaded.append((path, name, fn, info))
+    return loaded
+
+
+def _dataset_of(loaded, dataset):
+    if dataset is not None:
+        return dataset, []
+    found = {info.get("dataset") for _, _, _, info in loaded}
+    known = found - {None}
+    if len(known) > 1:
+        raise ValueError(f"the exports were trained on different datasets {sorted(known)}: "
+                         "evaluate one dataset at a time or pass dataset=")
+    if not known:
+        return "mnist", ["no export names its dataset: assumed mnist"]
+    return known.pop(), []
+
+
+# ------------------------------------------------------------------------------------ report
+
+def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_path=None,
+                   report_dir=None, dataset: str | None = None, seed: int = 0,
+                   batch_size: int = DEFAULT_BATCH_SIZE, *, n_real: int | None = None,
+                   speed_repeats: int = 3, references: bool = True, kid_subsets: int = 100,
+                   kid_subset_size: int = 1000, verbose: bool = True) -> dict:
+    """Score exported generators on the three axes of the trilemma and write the report.
+
+    Args:
+        paths: exported SavedModel directories or .keras model files (one path or a list).
+        n: samples per model and sampler (and per reference row).
+        ddim_steps: DDIM step counts to evaluate each DDPM at (besides full ancestral DDPM);
+            counts above the DDPM's T are skipped with a note.
+        json_path: where to write the report JSON (default: report_dir/report.json if report_dir).
+        report_dir: folder for trilemma.png, histogram_<row>.png and samples_<row>.png.
+        dataset: the dataset whose classifier and test split to use (default: the exports'
+            info["dataset"]; they must agree).
+        seed: sampling seed (batch i uses seed + i, the same for every sampler of a model).
+        batch_size: images per sampling call (<= 4096, the serving cap).
+        n_real: real test images to compare against (default all 10,000).
+        speed_repeats: timed runs of one batch each for the speed numbers (after the quality
+            sampling, which serves as the warm-up).
+        references: add the real-train / uniform-noise / single-class rows.
+        kid_subsets, kid_subset_size: KID's random subsets (size capped at n).
+        verbose: print progress and the table.
+    Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
+        references, notes, ...
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise ValueError("give at least one exported model path")
+    if n < 4:
+        raise ValueError(f"n must be at least 4 (precision/recall use 3 neighbours), got {n}")
+    if not 1 <= batch_size <= 4096:
+        raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
+    log = print if verbose else (lambda *a, **k: None)
+    loaded = _load(paths)
+    dataset, notes = _dataset_of(loaded, dataset)
+    classifier = load_classifier(dataset)
+    real = real_reference(dataset, classifier=classifier, n=n_real)
+    log(f"[evaluate] {dataset}: classifier test accuracy {classifier.info.get('test_accuracy')}, "
+        f"{real.n} real test images, n={n} samples per row")
+    report_dir = Path(report_dir) if report_dir is not None else None
+    scoring = dict(seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
+
+    rows, samples = [], {}
+    for path, name, fn, info in loaded:
+        runs, run_notes = _plan(name, info, ddim_steps)
+        notes += run_notes
+        for run in runs:
+            start = time.perf_counter()
+            images = sample_images(fn, n, batch_size, seed, **run["options"])
+            sampling_seconds = time.perf_counter() - start
+            speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
+                                           n=min(n, batch_size), batch_size=batch_size,
+                                           repeats=speed_repeats, warmup=0, seed=seed,
+                                           nfe_per_sample=run["nfe_per_sample"])
+            row = {k: run[k] for k in ("label", "short_label", "group", "sampler", "steps", "nfe_per_sample")}
+            row.update(path=str(path), model=name, kind=info["kind"], **evaluate_images(images, real, **scoring),
+                       samples_per_s=speed["samples_per_s"], sampling_seconds=sampling_seconds, speed=speed)
+            rows.append(row)
+            samples[row["label"]] = images[:64]
+            log(f"[evaluate] {row['label']}: FID {row['fid']:.3f}, classes {row['classes_covered']}, "
+                f"{row['samples_per_s']:.4g} samples/s")
+
+    ref_rows = []
+    if references:
+        for label, images in reference_sets(dataset, n, seed).items():
+            ref_rows.append({"label": label, "short_label": label, "group": label, "kind": "reference",
+                             "sampler": None, "steps": None, "nfe_per_sample": None,
+                             **evaluate_images(images, real, **scoring), "samples_per_s": None})
+            samples[label] = images[:64]
+
+    report = {"dataset": dataset, "n": n, "seed": seed, "batch_size": batch_size,
+              "ddim_steps": [int(s) for s in ddim_steps],
+              "classifier": {"path": str(classifier.path), **{k: classifier.info.get(k) for k in (
+                  "test_accuracy", "epochs", "features_layer")}},
+              "real": {"split": real.split, "n": real.n},
+              "metrics": {"fid": "Frechet distance on classifier features vs the real test split",
+                          "kid": f"unbiased MMD^2, cubic kernel, {kid_subsets} subsets",
+                          "precision_recall": "Kynkaanniemi et al. 2019, k=3",
+                          "classes_covered": "classes with >= 2% of samples (classifier argmax)",
+                          "entropy": "nats; normalized_entropy = entropy / log(10)",
+                          "samples_per_s": f"median of {speed_repeats} timed runs of one batch"},
+              "rows": rows, "references": ref_rows, "notes": notes,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "platform": sys.platform}
+    log(format_table(report))
+    for note in notes:
+        log(f"note: {note}")
+    if json_path is None and report_dir is not None:
+        json_path = report_dir / "report.json"
+    if json_path is not None:
+        write_json(report, json_path)
+    if report_dir is not None:
+        draw_report(report, report_dir, samples)
+    return report
+
+
+def format_table(report: dict) -> str:
+    """The report's rows (and references) as a fixed-width text table."""
+    head = (f"{'model':<32} {'NFE':>6} {'FID':>9} {'KIDx1e3':>8} {'prec':>5} {'rec':>5} "
+            f"{'cls>=2%':>7} {'H/logC':>6} {'IS':>5} {'samples/s':>10}")
+    lines = [head, "-" * len(head)]
+
+    def line(r):
+        nfe = "" if r.get("nfe_per_sample") is None else f"{r['nfe_per_sample']:g}"
+        speed = "" if r.get("samples_per_s") is None else f"{r['samples_per_s']:.4g}"
+        return (f"{r['label'][:32]:<32} {nfe:>6} {r['fid']:>9.3f} {1e3 * r['kid_mean']:>8.2f} "
+                f"{r['precision']:>5.2f} {r['recall']:>5.2f} {r['classes_covered']:>7d} "
+                f"{r['normalized_entropy']:>6.3f} {r['inception_score']:>5.2f} {speed:>10}")
+    lines += [line(r) for r in report["rows"]]
+    if report.get("references"):
+        lines.append("-" * len(head))
+        lines += [line(r) for r in report["references"]]
+    return "\n".join(lines)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_json(report: dict, path) -> Path:
+    """Write the report as JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(report, f, indent=2, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def slug(label: str) -> str:
+    """A file-name-safe form of a row label."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "row"
+
+
+def draw_report(report: dict, report_dir, samples: dict | None = None) -> dict:
+    """trilemma.png, histogram_<row>.png per row and (given samples) samples_<row>.png.
+
+    Returns {name: path} of the files written.
+    """
+    from keras_gen import plotting
+    from keras_gen.data import CLASS_NAMES
+
+    report_dir = Path(report_dir)
+    names = CLASS_NAMES.get(report["dataset"])
+    written = {"trilemma": report_dir / "trilemma.png"}
+    plotting.trilemma_chart(report["rows"], written["trilemma"], references=report["references"],
+                            title=f"The generative trilemma on {report['dataset']} (n={report['n']}, "
+                                  f"classifier accuracy {report['classifier'].get('test_accuracy')})")
+    for r in report["rows"] + report["references"]:
+        key = f"histogram_{slug(r['label'])}"
+        written[key] = report_dir / f"{key}.png"
+        plotting.predicted_class_histogram(r["histogram"], written[key], class_names=names,
+                                           title=f"Predicted classes: {r['label']}",
+                                           min_fraction=r.get("min_class_fraction", 0.02))
+    for label, images in (samples or {}).items():
+        key = f"samples_{slug(label)}"
+        written[key] = report_dir / f"{key}.png"
+        plotting.image_grid(images, written[key], ncols=8, title=label)
+    return written
