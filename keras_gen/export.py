@@ -33,8 +33,8 @@ def export_saved_model(model, path, *, metadata=None):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # Only the variables the endpoints use are saved (e.g. the DDPM's EMA U-Net, not its raw one).
     archive = keras.export.ExportArchive()
-    archive.track(model)
     for name, (fn, signature) in model.serving_endpoints().items():
         archive.add_endpoint(name=name, fn=fn, input_signature=signature)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))

@@ -267,7 +267,8 @@ def sample(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=None
                         eta=eta, seed=seed, progress=progress, return_trajectory=return_trajectory)
 
 
-def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=0):
+def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=0,
+                 return_trajectory=False):
     """`sample` as one graph loop (`tf.while_loop`), for use inside an exported `tf.function`.
 
     Gives the same images as `sample` for the same ``x_T`` and ``seed``. ``steps``, ``eta`` and
@@ -279,9 +280,11 @@ def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, see
         steps: int, scalar int tensor or None. DDIM steps; None means all T; None for ``"ddpm"``.
         eta: float or scalar float tensor. DDIM stochasticity.
         seed: int or scalar int tensor.
+        return_trajectory: bool. Also return every intermediate x as one tensor.
 
     Returns:
-        x_0, float32 tensor shaped like ``x_T``.
+        x_0, float32 tensor shaped like ``x_T``, or ``(x_0, trajectory)`` with trajectory
+        (n_steps + 1, B, H, W, C) from ``x_T`` to x_0.
     """
     _check_sampler_args(sampler, steps, eta)
     if sampler == "ddpm":
@@ -293,8 +296,12 @@ def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, see
     eta = tf.cast(eta, tf.float32)
     seed = tf.cast(seed, tf.int32)
 
-    def body(i, x):
-        return i + 1, _reverse_step(eps_fn, schedule, sampler, x, ts[i], t_prevs[i], eta, seed)
+    x_T = tf.cast(x_T, tf.float32)
+    trajectory = tf.TensorArray(tf.float32, size=tf.size(ts) + 1, element_shape=x_T.shape).write(0, x_T)
 
-    _, x = tf.while_loop(lambda i, _: i < tf.size(ts), body, (tf.constant(0), tf.cast(x_T, tf.float32)))
-    return x
+    def body(i, x, trajectory):
+        x = _reverse_step(eps_fn, schedule, sampler, x, ts[i], t_prevs[i], eta, seed)
+        return i + 1, x, trajectory.write(i + 1, x) if return_trajectory else trajectory
+
+    _, x, trajectory = tf.while_loop(lambda i, *_: i < tf.size(ts), body, (tf.constant(0), x_T, trajectory))
+    return (x, trajectory.stack()) if return_trajectory else x

@@ -192,7 +192,8 @@ class DDPM(keras.Model):
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
-        """serving_default (DDIM, ``ddim_steps``), sample_ddim(steps) and sample_ddpm (all T)."""
+        """serving_default (DDIM, ``ddim_steps``), sample_ddim(steps), sample_ddpm (all T) and
+        sample_trajectory(steps): the DDIM chain in model space ([-1, 1], 32x32) for figures."""
         eps_fn = self.eps_fn(use_ema=True)
 
         def run(num_images, seed, sampler, steps):
@@ -209,10 +210,17 @@ class DDPM(keras.Model):
         def sample_ddpm(num_images, seed):
             return run(num_images, seed, "ddpm", None)
 
+        def sample_trajectory(num_images, seed, steps):
+            x_T = self.noise(checked_num_images(num_images), seed)
+            _, trajectory = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler="ddim", steps=steps,
+                                                  seed=seed, return_trajectory=True)
+            return {"trajectory": tf.clip_by_value(tf.cast(trajectory, tf.float32), -1.0, 1.0)}
+
         steps_spec = tf.TensorSpec([], tf.int32, name="steps")
         return {"serving_default": (serving_default, seeded_signature()),
                 "sample_ddim": (sample_ddim, seeded_signature(steps_spec)),
-                "sample_ddpm": (sample_ddpm, seeded_signature())}
+                "sample_ddpm": (sample_ddpm, seeded_signature()),
+                "sample_trajectory": (sample_trajectory, seeded_signature(steps_spec))}
 
 
 def build_ddpm(config) -> DDPM:
