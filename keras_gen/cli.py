@@ -93,18 +93,84 @@ def cmd_sample(args):
     print(f"wrote {args.out} ({len(images)} images)")
 
 
+# ------------------------------------------------------------------------------------- evaluate
+
+def cmd_train_classifier(argv):
+    parser = argparse.ArgumentParser(prog="keras-gen evaluate train-classifier",
+                                     description="train the feature/label classifier the metrics use")
+    parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    parser.add_argument("--epochs", type=positive_int)
+    parser.add_argument("--out", help="output .keras path (default: saved_models/<dataset>_classifier.keras)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    from keras_gen.evaluation import train_classifier
+    info = train_classifier(args.dataset, args.out, epochs=args.epochs, seed=args.seed)
+    print(f"{args.dataset} classifier: test accuracy {info['test_accuracy']:.4f}, "
+          f"{info['wall_time_s']} s; saved to {info['path']}")
+
+
+def cmd_evaluate(args):
+    if args.paths[0] == "train-classifier":
+        return cmd_train_classifier(args.paths[1:] + args.extra)
+    if args.extra:
+        raise CLIError(f"unrecognized arguments: {' '.join(args.extra)}")
+    from keras_gen.evaluation import evaluate_paths
+    try:
+        evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
+                       report_dir=args.report, dataset=args.dataset, seed=args.seed,
+                       batch_size=args.batch_size, references=not args.no_references)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 # ------------------------------------------------------------------------------------- demo
 
+SHIPPED_KINDS = ("vae", "dcgan", "ddpm")
+
+
 def cmd_demo(args):
+    """Sample every shipped model, draw the DDPM's reverse process and the trilemma table/chart."""
+    import time
+
+    import numpy as np
+    import tensorflow as tf
+
     from keras_gen.data import load_dataset
-    from keras_gen.plotting import image_grid
+    from keras_gen.evaluation import evaluate_paths, models_dir
+    from keras_gen.plotting import image_grid, reverse_process_strip
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("mnist", "fashion_mnist"):
-        images, labels = load_dataset(name, "train")
-        path = out / f"{name}_train_images.png"
-        image_grid(images[:64], path, title=f"{name}: 64 training images")
-        print(f"wrote {path}")
+    shipped = {kind: models_dir() / kind for kind in SHIPPED_KINDS if (models_dir() / kind).is_dir()}
+    if not shipped:
+        raise CLIError(f"no shipped models in {models_dir()}: train them with "
+                       "`keras-gen train {vae,dcgan,ddpm} --preset cpu` and copy the saved_model/ folders")
+    images, _ = load_dataset("mnist", "train")
+    real_grid = out / "mnist_training_images.png"
+    image_grid(images[:64], real_grid, title="MNIST: 64 training images")
+    written = [real_grid]
+    for kind, path in shipped.items():
+        model = tf.saved_model.load(str(path))
+        start = time.perf_counter()
+        samples = model.signatures["serving_default"](num_images=tf.constant(64), seed=tf.constant(args.seed))
+        seconds = time.perf_counter() - start
+        grid = out / f"{kind}_samples.png"
+        image_grid(samples["images"].numpy(), grid, title=f"{kind.upper()}: 64 samples ({seconds:.1f} s)")
+        written.append(grid)
+        print(f"{kind:>6}: 64 samples in {seconds:.1f} s -> {grid}")
+        if kind == "ddpm":
+            traj = model.signatures["sample_trajectory"](num_images=tf.constant(4), seed=tf.constant(args.seed),
+                                                         steps=tf.constant(50))["trajectory"].numpy()
+            strip = out / "ddpm_reverse_process.png"
+            reverse_process_strip(np.asarray(traj), strip)
+            written.append(strip)
+    report_dir = out / "trilemma"
+    evaluate_paths([str(p) for p in shipped.values()], n=args.n, ddim_steps=tuple(args.ddim_steps),
+                   ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
+                   batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed)
+    print("\nwrote:")
+    for path in written + sorted(report_dir.glob("*")):
+        print(f"  {path}")
 
 
 # ------------------------------------------------------------------------------------- parser
@@ -153,15 +219,40 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--steps", type=positive_int, help="DDPM only: sampling steps")
     sample.set_defaults(func=cmd_sample)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="measure quality, speed and coverage of exported models (the trilemma); "
+                         "`evaluate train-classifier --dataset mnist` trains the metrics' classifier")
+    evaluate.add_argument("paths", nargs="+", help="exported SavedModel directories or .keras files")
+    evaluate.add_argument("--n", type=positive_int, default=10000, help="samples per model (default 10000)")
+    evaluate.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 25, 50, 100],
+                          help="DDIM step counts for DDPM models (besides full DDPM)")
+    evaluate.add_argument("--json", help="write the report JSON here")
+    evaluate.add_argument("--report", help="folder for the trilemma chart and class histograms")
+    evaluate.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
+                          help="default: the dataset recorded in the exports")
+    evaluate.add_argument("--batch-size", type=positive_int, default=500)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-references", action="store_true",
+                          help="skip the real / noise / single-class reference rows")
+    evaluate.set_defaults(func=cmd_evaluate)
+
     demo = sub.add_parser("demo", help="the main job: sample the shipped models into outputs/")
     demo.add_argument("--out", default="outputs", help="output folder (default: outputs)")
+    demo.add_argument("--n", type=positive_int, default=500,
+                      help="samples per model for the trilemma table (default 500)")
+    demo.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 50],
+                      help="DDIM step counts for the DDPM rows (default 10 50)")
+    demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "evaluate":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     from keras_gen.data.sources import DataError
     try:
         args.func(args)

@@ -117,11 +117,20 @@ def load_sampler(path):
         if options:
             raise ValueError(f"unsupported options for a {info['kind']} export: {sorted(options)}")
         args = dict(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
-        if info["kind"] == "ddpm" and (sampler == "ddpm" or steps is not None):
-            args["steps"] = tf.constant(steps or info["config"]["timesteps"], tf.int32)
-            signature = loaded.signatures["sample_ddpm" if sampler == "ddpm" else "sample_ddim"]
-        elif sampler not in (None, "ddim") or steps is not None:
-            raise ValueError(f"--sampler/--steps apply to DDPM exports, not {info['kind']}")
+        if info["kind"] != "ddpm":
+            if sampler is not None or steps is not None:
+                raise ValueError(f"sampler/steps apply to DDPM exports, not to a {info['kind']}")
+            signature = loaded.signatures["serving_default"]
+        elif sampler == "ddpm":
+            if steps is not None:
+                raise ValueError("the DDPM sampler runs all T steps; use sampler='ddim' to set steps")
+            signature = loaded.signatures["sample_ddpm"]
+        elif steps is not None:
+            timesteps = info["config"]["schedule"]["timesteps"]
+            if not 1 <= steps <= timesteps:
+                raise ValueError(f"DDIM steps must be in [1, {timesteps}] for this model, got {steps}")
+            args["steps"] = tf.constant(steps, tf.int32)
+            signature = loaded.signatures["sample_ddim"]
         else:
             signature = loaded.signatures["serving_default"]
         return signature(**args)["images"].numpy()

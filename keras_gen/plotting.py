@@ -250,11 +250,13 @@ def trilemma_chart(rows, path=None, *, references=(), title="The generative tril
         ax.legend(fontsize=7, loc="best")
 
     ax = axes[1]
+    sizes = {g: sum(r.get("group", r["label"]) == g for r in rows) for g in groups}
     for r in rows:
         g = r.get("group", r["label"])
         ax.scatter(r["normalized_entropy"], fid_of(r), color=colors[g], s=45, zorder=3)
-        ax.annotate(r.get("short_label", r["label"]), (r["normalized_entropy"], fid_of(r)),
-                    textcoords="offset points", xytext=(5, 3), fontsize=7)
+        tag = r.get("short_label", r["label"]) if sizes[g] > 1 else r["label"]
+        ax.annotate(tag, (r["normalized_entropy"], fid_of(r)), textcoords="offset points",
+                    xytext=(5, 3), fontsize=7)
     for r in references:
         ax.scatter(r["normalized_entropy"], fid_of(r), color="gray", marker="*", s=90, zorder=3)
         ax.annotate(r["label"], (r["normalized_entropy"], fid_of(r)), textcoords="offset points",
@@ -274,8 +276,8 @@ def trilemma_chart(rows, path=None, *, references=(), title="The generative tril
     y = np.arange(len(everything))[::-1]
     ax.barh(y, values, color=bar_colors)
     for yi, r in zip(y, everything):
-        ax.annotate(f"H={r['normalized_entropy']:.2f}", (r["classes_covered"], yi), textcoords="offset points",
-                    xytext=(3, -3), fontsize=7)
+        ax.annotate(f"H={r['normalized_entropy']:.2f}", (r["classes_covered"], yi),
+                    textcoords="offset points", xytext=(3, -3), fontsize=7)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=7)
     num_classes = max([len(r.get("histogram", [])) for r in everything] + [10])

@@ -153,6 +153,11 @@ def precision_recall(real_feats, fake_feats, k: int = 3) -> PrecisionRecall:
     the real manifold (are samples realistic?), recall the fraction of real points inside the fake
     manifold (is the variety of the data covered?). Use sets of equal size: the radii shrink as a
     set grows. Both sets need more than k rows.
+
+    Read precision together with recall: a set that collapses onto one point inside the real
+    manifold scores precision ~1. With the project's digit classifier, uniform noise does exactly
+    that (it lands, confidently classified, among one class's real features): precision ~1,
+    recall 0. FID and the class histogram expose such sets.
     """
     real = _as_features(real_feats, "real_feats", min_rows=k + 1)
     fake = _as_features(fake_feats, "fake_feats", min_rows=k + 1)

@@ -197,7 +197,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                                            repeats=speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
             row = {k: run[k] for k in ("label", "short_label", "group", "sampler", "steps", "nfe_per_sample")}
-            row.update(path=str(path), model=name, kind=info["kind"], **evaluate_images(images, real, **scoring),
+            row.update(path=str(path), model=name, kind=info["kind"],
+                       **evaluate_images(images, real, **scoring),
                        samples_per_s=speed["samples_per_s"], sampling_seconds=sampling_seconds, speed=speed)
             rows.append(row)
             samples[row["label"]] = images[:64]
@@ -219,7 +220,9 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
               "real": {"split": real.split, "n": real.n},
               "metrics": {"fid": "Frechet distance on classifier features vs the real test split",
                           "kid": f"unbiased MMD^2, cubic kernel, {kid_subsets} subsets",
-                          "precision_recall": "Kynkaanniemi et al. 2019, k=3",
+                          "precision_recall": "Kynkaanniemi et al. 2019, k=3 (a set collapsed "
+                                              "inside the real manifold, e.g. noise, gets precision ~1: "
+                                              "read it with recall)",
                           "classes_covered": "classes with >= 2% of samples (classifier argmax)",
                           "entropy": "nats; normalized_entropy = entropy / log(10)",
                           "samples_per_s": f"median of {speed_repeats} timed runs of one batch"},

@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras import layers, ops
 from tqdm.auto import tqdm
 
-from keras_gen.models.serving import checked_num_images, seeded_signature, stateless_seed
+from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -91,7 +91,7 @@ class DCGAN(keras.Model):
 
     def sample(self, n, seed=0):
         """n images in [0, 1] from z ~ N(0, I); the same seed gives the same images."""
-        z = tf.random.stateless_normal((int(n), self.latent_dim), seed=stateless_seed(seed))
+        z = prior_draws(int(n), self.latent_dim, seed)
         return self.generate(z)
 
     # ----------------------------------------------------------------- training
@@ -154,18 +154,7 @@ class DCGAN(keras.Model):
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        def generate_seeded(num_images, seed):
-            shape = tf.stack([checked_num_images(num_images), self.latent_dim])
-            z = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
-            return {"images": tf.cast(self.generate(z), tf.float32)}
-
-        def generate(z):
-            return {"images": tf.cast(self.generate(z), tf.float32)}
-
-        return {
-            "serving_default": (generate_seeded, seeded_signature()),
-            "generate": (generate, [tf.TensorSpec((None, self.latent_dim), tf.float32, name="z")]),
-        }
+        return latent_model_endpoints(self.latent_dim, self.generate, "generate")
 
 
 def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, beta_1=0.9,

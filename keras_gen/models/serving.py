@@ -28,3 +28,27 @@ def checked_num_images(num_images):
 def stateless_seed(seed, stream=0):
     """A stateless-RNG seed pair from an int32 scalar seed and a stream index."""
     return tf.stack([tf.cast(seed, tf.int32), tf.constant(stream, tf.int32)])
+
+
+def prior_draws(num_images, latent_dim, seed):
+    """z ~ N(0, I) of shape (num_images, latent_dim) from a seed (stateless: same seed, same z).
+
+    Used by ``sample()`` and by the exported ``serving_default`` alike, so both give the same
+    images for the same seed.
+    """
+    shape = tf.stack([tf.cast(num_images, tf.int32), tf.constant(latent_dim, tf.int32)])
+    return tf.random.stateless_normal(shape, seed=stateless_seed(seed))
+
+
+def latent_model_endpoints(latent_dim, to_images, z_endpoint):
+    """Endpoints of a latent-variable model (VAE, GAN) whose ``to_images(z)`` gives [0, 1] images:
+    ``serving_default(num_images, seed)`` from prior draws, and ``z_endpoint(z)`` from given codes."""
+    def generate_seeded(num_images, seed):
+        z = prior_draws(checked_num_images(num_images), latent_dim, seed)
+        return {"images": tf.cast(to_images(z), tf.float32)}
+
+    def from_codes(z):
+        return {"images": tf.cast(to_images(z), tf.float32)}
+
+    return {"serving_default": (generate_seeded, seeded_signature()),
+            z_endpoint: (from_codes, [tf.TensorSpec((None, latent_dim), tf.float32, name="z")])}

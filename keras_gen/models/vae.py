@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from keras_gen.models.serving import checked_num_images, seeded_signature, stateless_seed
+from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -116,7 +116,7 @@ class VAE(keras.Model):
 
     def sample(self, n, seed=0):
         """Decode n draws of z ~ N(0, I); the same seed gives the same images."""
-        z = tf.random.stateless_normal((int(n), self.latent_dim), seed=stateless_seed(seed))
+        z = prior_draws(int(n), self.latent_dim, seed)
         return self.decode(z)
 
     # ----------------------------------------------------------------- training
@@ -157,15 +157,4 @@ class VAE(keras.Model):
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        def generate(num_images, seed):
-            shape = tf.stack([checked_num_images(num_images), self.latent_dim])
-            z = tf.random.stateless_normal(shape, seed=stateless_seed(seed))
-            return {"images": tf.cast(self.decode(z), tf.float32)}
-
-        def decode(z):
-            return {"images": tf.cast(self.decode(z), tf.float32)}
-
-        return {
-            "serving_default": (generate, seeded_signature()),
-            "decode": (decode, [tf.TensorSpec((None, self.latent_dim), tf.float32, name="z")]),
-        }
+        return latent_model_endpoints(self.latent_dim, self.decode, "decode")
