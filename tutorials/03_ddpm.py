@@ -122,12 +122,13 @@ plotting.reverse_engineering(x0, noised, recovered, out / "03_reverse_engineerin
 # passes instead of T.
 
 # %%
+ddim_steps = min(50, config["timesteps"])
 start = time.perf_counter()
-fast = model.sample(16, seed=0, sampler="ddim", steps=min(50, config["timesteps"]))
+fast = model.sample(16, seed=0, sampler="ddim", steps=ddim_steps)
 ddim_seconds = time.perf_counter() - start
-plotting.image_grid(fast, out / "03_samples_ddim.png", title="DDIM, 50 steps")
+plotting.image_grid(fast, out / "03_samples_ddim.png", title=f"DDIM, {ddim_steps} steps")
 print(f"16 samples: DDPM {ddpm_seconds:.1f} s ({config['timesteps']} passes), "
-      f"DDIM {ddim_seconds:.1f} s ({min(50, config['timesteps'])} passes)")
+      f"DDIM {ddim_seconds:.1f} s ({ddim_steps} passes)")
 
 # %% [markdown]
 # ## The trilemma, for the DDPM

@@ -89,7 +89,8 @@ def train_classifier(dataset_name: str = "mnist", out_path=None, epochs: int | N
         batch_size, seed: mini-batch size and the seed of weights, shuffling and augmentation.
         learning_rate: Adam's initial rate, cosine-decayed to 1% over the run.
         shift: random translations of up to this many pixels (0 disables augmentation).
-    Returns: the sidecar dict (test_accuracy, test_loss, epochs, wall_time_s, path, ...).
+    Returns: the sidecar dict (test_accuracy, test_loss, epochs, wall_time_s, ...) with "path"
+        the full path of the .keras file (the sidecar itself records only the file name).
     """
     import keras
     import tensorflow as tf
@@ -130,7 +131,7 @@ def train_classifier(dataset_name: str = "mnist", out_path=None, epochs: int | N
             "keras_version": keras.__version__, "tensorflow_version": tf.__version__,
             "cpu_count": os.cpu_count(), "path": out_path.name}
     sidecar_path(out_path).write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    return {**info, "path": str(out_path)}
 
 
 def sidecar_path(model_path) -> Path:

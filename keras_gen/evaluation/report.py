@@ -83,8 +83,11 @@ def _timesteps(info: dict) -> int:
     raise ValueError("cannot find the DDPM's number of timesteps in the export's info")
 
 
-def _plan(name: str, info: dict, ddim_steps) -> tuple[list[dict], list[str]]:
-    """The sampling runs of one export: [{label, short_label, sampler options, nfe}], notes."""
+def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True) -> tuple[list[dict], list[str]]:
+    """The sampling runs of one export: [{label, short_label, sampler options, nfe}], notes.
+
+    A DDPM gets its full ancestral sampler (unless ``ddpm_full`` is False) and one DDIM run per
+    step count in ``ddim_steps`` (counts outside [1, T] are skipped with a note)."""
     kind = info["kind"]
     group = f"{name} ({kind.upper()})"
     if kind != "ddpm":
@@ -94,7 +97,7 @@ def _plan(name: str, info: dict, ddim_steps) -> tuple[list[dict], list[str]]:
 
     T = _timesteps(info)
     runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
-                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T)]
+                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T)] if ddpm_full else []
     notes = []
     for s in ddim_steps:
         if not 1 <= int(s) <= T:
@@ -143,8 +146,8 @@ def _dataset_of(loaded, dataset):
 def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_path=None,
                    report_dir=None, dataset: str | None = None, seed: int = 0,
                    batch_size: int = DEFAULT_BATCH_SIZE, *, n_real: int | None = None,
-                   speed_repeats: int = 3, references: bool = True, kid_subsets: int = 100,
-                   kid_subset_size: int = 1000, verbose: bool = True) -> dict:
+                   speed_repeats: int = 3, references: bool = True, ddpm_full: bool = True,
+                   kid_subsets: int = 100, kid_subset_size: int = 1000, verbose: bool = True) -> dict:
     """Score exported generators on the three axes of the trilemma and write the report.
 
     Args:
@@ -162,6 +165,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         speed_repeats: timed runs of one batch each for the speed numbers (after the quality
             sampling, which serves as the warm-up).
         references: add the real-train / uniform-noise / single-class rows.
+        ddpm_full: also sample DDPMs with the full T-step ancestral sampler (the slow one; False
+            evaluates the DDIM step counts only).
         kid_subsets, kid_subset_size: KID's random subsets (size capped at n).
         verbose: print progress and the table.
     Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
@@ -186,7 +191,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     rows, samples = [], {}
     for path, name, fn, info in loaded:
-        runs, run_notes = _plan(name, info, ddim_steps)
+        runs, run_notes = _plan(name, info, ddim_steps, ddpm_full)
         notes += run_notes
         for run in runs:
             start = time.perf_counter()
@@ -214,7 +219,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
             samples[label] = images[:64]
 
     report = {"dataset": dataset, "n": n, "seed": seed, "batch_size": batch_size,
-              "ddim_steps": [int(s) for s in ddim_steps],
+              "ddim_steps": [int(s) for s in ddim_steps], "ddpm_full": ddpm_full,
               "classifier": {"path": str(classifier.path), **{k: classifier.info.get(k) for k in (
                   "test_accuracy", "epochs", "features_layer")}},
               "real": {"split": real.split, "n": real.n},
@@ -242,14 +247,14 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
 def format_table(report: dict) -> str:
     """The report's rows (and references) as a fixed-width text table."""
-    head = (f"{'model':<32} {'NFE':>6} {'FID':>9} {'KIDx1e3':>8} {'prec':>5} {'rec':>5} "
+    head = (f"{'model':<32} {'NFE':>6} {'FID':>9} {'KID':>8} {'prec':>5} {'rec':>5} "
             f"{'cls>=2%':>7} {'H/logC':>6} {'IS':>5} {'samples/s':>10}")
     lines = [head, "-" * len(head)]
 
     def line(r):
         nfe = "" if r.get("nfe_per_sample") is None else f"{r['nfe_per_sample']:g}"
         speed = "" if r.get("samples_per_s") is None else f"{r['samples_per_s']:.4g}"
-        return (f"{r['label'][:32]:<32} {nfe:>6} {r['fid']:>9.3f} {1e3 * r['kid_mean']:>8.2f} "
+        return (f"{r['label'][:32]:<32} {nfe:>6} {r['fid']:>9.3f} {r['kid_mean']:>8.3f} "
                 f"{r['precision']:>5.2f} {r['recall']:>5.2f} {r['classes_covered']:>7d} "
                 f"{r['normalized_entropy']:>6.3f} {r['inception_score']:>5.2f} {speed:>10}")
     lines += [line(r) for r in report["rows"]]

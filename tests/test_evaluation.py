@@ -1,0 +1,312 @@
+"""The trilemma metrics (keras_gen.evaluation): quality, coverage and speed, and the report.
+
+Feature-based tests use the shipped classifier (saved_models/mnist_classifier.keras) on the
+committed real MNIST sample; the precision/recall and KID algebra is checked on toy Gaussians
+with known answers; evaluate_paths runs end to end on a tiny exported VAE.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from keras_gen.evaluation import (class_entropy, class_histogram, classes_covered, coverage_metrics,
+                                  detect_image_format, evaluate_paths, frechet_distance,
+                                  inception_score, kernel_inception_distance, kl_to_uniform,
+                                  load_classifier, measure_sampling_speed, normalize_images,
+                                  precision_recall)
+from keras_gen.evaluation.classifier import MODELS_ENV, classifier_path, models_dir
+from keras_gen.evaluation.report import _plan
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_classifier("mnist")
+
+
+@pytest.fixture(scope="module")
+def real(classifier, mnist_sample):
+    """probs, features and labels of the 2000 committed real MNIST images."""
+    images, labels = mnist_sample
+    probs, feats = classifier.probs_and_features(images)
+    return probs, feats, labels
+
+
+# ------------------------------------------------------------------------------- classifier
+
+def test_shipped_classifiers_are_found_and_accurate(classifier, mnist_sample, fashion_sample):
+    assert classifier_path("mnist") == models_dir() / "mnist_classifier.keras"
+    assert classifier.info["test_accuracy"] >= 0.99 and classifier.info["dataset"] == "mnist"
+    images, labels = mnist_sample
+    assert (classifier.predict(images) == labels).mean() >= 0.98
+    fashion = load_classifier("fashion_mnist")
+    assert fashion.info["test_accuracy"] >= 0.90
+    images, labels = fashion_sample
+    assert (fashion.predict(images) == labels).mean() >= 0.87
+    for path in (classifier.path, fashion.path):
+        assert path.stat().st_size < 4 * 2 ** 20
+
+
+def test_classifier_outputs(classifier, mnist_sample):
+    images = mnist_sample[0][:10]
+    probs, feats = classifier.probs_and_features(images)
+    assert probs.shape == (10, 10) and feats.shape == (10, 128)
+    assert probs.dtype == feats.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (feats >= 0).all()  # ReLU features
+
+
+def test_missing_classifier_says_how_to_make_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    assert models_dir() == tmp_path
+    with pytest.raises(FileNotFoundError, match="train-classifier"):
+        load_classifier("mnist")
+
+
+# ------------------------------------------------------------------------------- image formats
+
+def _base(mnist_sample, n=8):
+    return mnist_sample[0][:n]
+
+
+FORMATS = {
+    # name: (make from uint8 (N, 28, 28), expected value_range, size, channel_axis)
+    "uint8": (lambda u: u, "uint8", 28, False),
+    "uint8 channel": (lambda u: u[..., None], "uint8", 28, True),
+    "float 0_1": (lambda u: u.astype(np.float32) / 255, "0_1", 28, False),
+    "float 0_1 channel": (lambda u: u[..., None].astype(np.float64) / 255, "0_1", 28, True),
+    "float -1_1 channel": (lambda u: u[..., None] / 127.5 - 1.0, "-1_1", 28, True),
+    "float -1_1 padded 32": (lambda u: np.pad(u / 127.5 - 1.0, [(0, 0), (2, 2), (2, 2)], constant_values=-1),
+                             "-1_1", 32, False),
+    "float 0_1 padded 32 channel": (lambda u: np.pad(u / 255.0, [(0, 0), (2, 2), (2, 2)])[..., None],
+                                    "0_1", 32, True),
+    "int64": (lambda u: u.astype(np.int64), "uint8", 28, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_normalize_images_detects_each_format(name, mnist_sample):
+    u = _base(mnist_sample)
+    make, value_range, size, channel_axis = FORMATS[name]
+    x = make(u)
+    assert detect_image_format(x) == (value_range, size, channel_axis)
+    out = normalize_images(x)
+    assert out.shape == (len(u), 28, 28, 1) and out.dtype == np.float32
+    np.testing.assert_allclose(out[..., 0], u / 255.0, atol=1e-6)
+
+
+def test_classifier_sees_the_same_images_in_every_format(classifier, mnist_sample):
+    u = _base(mnist_sample)
+    reference = classifier.probs(u)
+    for make, *_ in FORMATS.values():
+        np.testing.assert_allclose(classifier.probs(make(u)), reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((28, 28), np.uint8), "batch axis"),
+    (np.zeros((4, 1, 28, 28), np.float32), "channels-first"),
+    (np.zeros((4, 28, 28, 3), np.float32), "one channel"),
+    (np.zeros((4, 30, 30), np.float32), "28x28 or 32x32"),
+    (np.zeros((4, 28, 32), np.float32), "28x28 or 32x32"),
+    (np.zeros((0, 28, 28), np.uint8), "empty"),
+    (np.full((4, 28, 28), 200.0, np.float32), "divide by 255"),
+    (np.full((4, 28, 28), -2.0, np.float32), r"\[0, 1\] or \[-1, 1\]"),
+    (np.full((4, 28, 28), np.nan, np.float32), "NaN"),
+    (np.full((4, 28, 28), 300, np.int32), "0..255"),
+    (np.full((4, 28, 28), "a"), "dtype"),
+])
+def test_normalize_images_rejects_unsupported_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        normalize_images(bad)
+
+
+# ------------------------------------------------------------------------------------ quality
+
+def test_fid_of_a_set_against_itself_is_zero(real):
+    feats = real[1]
+    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-6 * np.trace(np.cov(feats.T)))
+
+
+def test_fid_grows_with_noise(classifier, mnist_sample, real):
+    images = mnist_sample[0][1000:].astype(np.float32) / 255.0
+    reference = real[1][:1000]
+    rng = np.random.default_rng(0)
+    fids = []
+    for sigma in (0.0, 0.15, 0.3, 0.6):
+        noisy = np.clip(images + sigma * rng.standard_normal(images.shape).astype(np.float32), 0, 1)
+        fids.append(frechet_distance(reference, classifier.features(noisy)))
+    assert all(a < b for a, b in zip(fids, fids[1:])), fids
+    assert fids[-1] > 10 * fids[0]
+
+
+def test_fid_of_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((20000, 3))
+    b = 2.0 * rng.standard_normal((20000, 3)) + 1.0
+    # ||mu||^2 = 3, Tr(S_a + S_b - 2 (S_a S_b)^1/2) = 3 * (1 + 4 - 4) = 3
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.03)
+
+
+def test_kid_matches_the_unbiased_formula():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((6, 3)), rng.standard_normal((6, 3)) + 0.5
+    k = lambda u, v: (u @ v / 3 + 1.0) ** 3  # noqa: E731
+    m = len(x)
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j)
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j)
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m))
+    expected = (xx + yy) / (m * (m - 1)) - 2 * xy / m ** 2
+    assert kernel_inception_distance(x, y, subsets=3, subset_size=m).mean == pytest.approx(expected)
+
+
+def test_kid_is_unbiased_on_same_distribution_and_positive_against_noise(classifier, real):
+    feats = real[1]
+    same = kernel_inception_distance(feats[:1000], feats[1000:], subsets=20, subset_size=500)
+    noise = classifier.features(np.random.default_rng(0).random((500, 28, 28), dtype=np.float32))
+    other = kernel_inception_distance(feats[:1000], noise, subsets=20, subset_size=500)
+    assert other.mean > 0 and other.mean > 3 * other.std
+    assert abs(same.mean) < 0.01 * other.mean
+    # unbiased: averaged over many independent small draws from one Gaussian it is ~0
+    rng = np.random.default_rng(0)
+    values = [kernel_inception_distance(rng.standard_normal((10, 4)), rng.standard_normal((10, 4)),
+                                        subsets=1, subset_size=10).mean for _ in range(300)]
+    assert abs(np.mean(values)) < 3 * np.std(values) / math.sqrt(len(values))
+
+
+def _gaussian(n, center, d=2, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d)) + np.asarray(center, np.float64)
+
+
+def test_precision_recall_identical_distributions_are_both_high():
+    pr = precision_recall(_gaussian(1000, [0, 0], seed=0), _gaussian(1000, [0, 0], seed=1))
+    assert pr.precision > 0.9 and pr.recall > 0.9
+
+
+def test_precision_recall_disjoint_distributions_are_both_zero():
+    pr = precision_recall(_gaussian(500, [0, 0], seed=0), _gaussian(500, [50, 0], seed=1))
+    assert pr.precision == 0.0 and pr.recall == 0.0
+
+
+def test_precision_recall_one_mode_of_two_is_precise_but_recalls_half():
+    real = np.concatenate([_gaussian(500, [-10, 0], seed=0), _gaussian(500, [10, 0], seed=1)])
+    fake = _gaussian(1000, [10, 0], seed=2)
+    pr = precision_recall(real, fake)
+    assert pr.precision > 0.9
+    assert 0.4 < pr.recall < 0.55
+
+
+# ------------------------------------------------------------------------------------ coverage
+
+def test_coverage_of_real_and_single_class_sets(real, mnist_sample):
+    probs, _, labels = real
+    full = coverage_metrics(probs)
+    assert full["classes_covered"] == 10
+    assert full["normalized_entropy"] > 0.98 and full["kl_uniform"] < 0.02
+    assert full["inception_score"] > 8.0
+    ones = coverage_metrics(probs[labels == 1])
+    assert ones["classes_covered"] == 1
+    assert ones["entropy"] < 0.1 and ones["inception_score"] < 1.2
+
+
+def test_coverage_formulas_on_known_histograms():
+    assert class_entropy(np.ones(10)) == pytest.approx(math.log(10))
+    assert kl_to_uniform(np.ones(10)) == pytest.approx(0.0, abs=1e-12)
+    one = np.eye(10)[0] * 50
+    assert class_entropy(one) == 0.0 and kl_to_uniform(one) == pytest.approx(math.log(10))
+    assert classes_covered([97, 2, 1] + [0] * 7) == 2  # 2% counts, 1% does not
+    balanced = np.eye(10)[np.arange(100) % 10]
+    assert inception_score(balanced) == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(np.full((100, 10), 0.1)) == pytest.approx(1.0)
+    assert class_histogram(balanced).tolist() == [10] * 10
+    assert class_histogram(np.array([3, 3, 1])).tolist() == [0, 1, 0, 2, 0, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError):
+        class_histogram(np.array([0.5, 0.2]))
+
+
+# ------------------------------------------------------------------------------------ speed
+
+def test_measure_sampling_speed_counts_runs_and_reports_the_median():
+    calls = []
+
+    def sample(num_images, seed):
+        calls.append((num_images, seed))
+        return np.zeros((num_images, 28, 28, 1), np.float32)
+
+    speed = measure_sampling_speed(sample, n=10, batch_size=4, repeats=3, warmup=1, nfe_per_sample=50)
+    assert calls == [(4, 0), (4, 1), (2, 2)] * 4  # 1 warm-up + 3 timed runs, batches 4 + 4 + 2
+    assert speed["samples_per_s_min"] <= speed["samples_per_s"] <= speed["samples_per_s_max"]
+    assert len(speed["seconds"]) == 3 and speed["nfe_per_s"] == pytest.approx(50 * speed["samples_per_s"])
+    with pytest.raises(ValueError):
+        measure_sampling_speed(sample, n=0)
+
+
+# ------------------------------------------------------------------------------------ report
+
+def test_ddpm_exports_are_planned_at_full_ddpm_and_each_ddim_step_count():
+    runs, notes = _plan("ddpm_tiny", {"kind": "ddpm", "config": {"schedule": {"timesteps": 20}}}, (5, 10, 25))
+    assert [r["short_label"] for r in runs] == ["DDPM 20", "DDIM 5", "DDIM 10"]
+    assert [r["options"] for r in runs] == [{"sampler": "ddpm"}, {"sampler": "ddim", "steps": 5},
+                                           {"sampler": "ddim", "steps": 10}]
+    assert [r["nfe_per_sample"] for r in runs] == [20, 5, 10]
+    assert len({r["group"] for r in runs}) == 1 and "25" in notes[0]
+    runs, _ = _plan("ddpm_tiny", {"kind": "ddpm", "config": {"schedule": {"timesteps": 20}}}, (5,),
+                    ddpm_full=False)
+    assert [r["short_label"] for r in runs] == ["DDIM 5"]
+    runs, notes = _plan("vae", {"kind": "vae"}, (5,))
+    assert len(runs) == 1 and runs[0]["nfe_per_sample"] == 1 and not notes
+
+
+def test_evaluate_paths_on_a_tiny_exported_vae(tiny_vae_run, tmp_path):
+    from keras_gen import export_saved_model
+
+    export = export_saved_model(tiny_vae_run.model, tmp_path / "vae_tiny", metadata={"dataset": "mnist"})
+    json_path, report_dir = tmp_path / "report.json", tmp_path / "report"
+    report = evaluate_paths([export], n=64, json_path=json_path, report_dir=report_dir, batch_size=32,
+                            n_real=1000, speed_repeats=2, kid_subsets=5, verbose=False)
+    saved = json.loads(json_path.read_text())
+    assert saved["dataset"] == "mnist" and saved["n"] == 64
+    (row,) = saved["rows"]
+    assert row["kind"] == "vae" and row["nfe_per_sample"] == 1 and row["n"] == 64
+    assert row["fid"] > 0 and row["samples_per_s"] > 0 and len(row["speed"]["seconds"]) == 2
+    assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and sum(row["histogram"]) == 64
+    refs = {r["label"]: r for r in saved["references"]}
+    assert set(refs) == {"real train", "uniform noise", "single class (0)"}
+    # the references bracket the scale; this VAE is barely trained, so only "worse than real"
+    assert refs["real train"]["fid"] < min(row["fid"], refs["uniform noise"]["fid"],
+                                           refs["single class (0)"]["fid"])
+    assert refs["single class (0)"]["classes_covered"] == 1
+    assert refs["real train"]["classes_covered"] >= 9
+    assert report["rows"][0]["fid"] == pytest.approx(row["fid"])
+    for name in ("trilemma.png", f"histogram_{export.name}_VAE.png", "histogram_uniform_noise.png"):
+        assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
+def test_keras_files_are_recognised_and_datasets_must_agree(tmp_path):
+    import zipfile
+
+    from keras_gen.evaluation.report import _dataset_of, _keras_file_info
+
+    path = tmp_path / "m.keras"
+    with zipfile.ZipFile(path, "w") as archive:
+        config = {"class_name": "DDPM", "config": {"schedule": {"timesteps": 7}}}
+        archive.writestr("config.json", json.dumps(config))
+    info = _keras_file_info(path)
+    assert info["kind"] == "ddpm" and _plan("m", info, ())[0][0]["nfe_per_sample"] == 7
+    loaded = [(None, "a", None, {"dataset": "mnist"}), (None, "b", None, {"dataset": "fashion_mnist"})]
+    with pytest.raises(ValueError, match="different datasets"):
+        _dataset_of(loaded, None)
+    assert _dataset_of(loaded, "mnist") == ("mnist", [])
+
+
+def test_classifier_fid_separates_real_from_noise(mnist_sample):
+    from keras_gen.evaluation import classifier_fid
+
+    real = classifier_fid(mnist_sample[0][:1000], "mnist", n_real=1000)
+    noise = classifier_fid(np.random.default_rng(0).random((1000, 28, 28, 1), dtype=np.float32),
+                           "mnist", n_real=1000)
+    assert real < 20 < 100 < noise
