@@ -16,8 +16,6 @@ Randomness is stateless: the noise added at timestep t is
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
@@ -154,23 +152,32 @@ def _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed):
     return ddim_step(schedule, eps, t, t_prev, x, eta, noise)
 
 
-# Compiled per-step functions, reused across calls with the same (eps_fn, schedule, sampler):
-# a model that samples every epoch traces its step once, not once per call.
-_STEP_CACHE = weakref.WeakKeyDictionary()
-
-
 def _compiled_step(eps_fn, schedule, sampler):
-    """The tf.function running one reverse step of ``sampler`` with ``eps_fn`` (cached)."""
-    per_fn = _STEP_CACHE.setdefault(eps_fn, {})
+    """The tf.function running one reverse step of ``sampler`` with ``eps_fn``.
+
+    It is cached on ``eps_fn`` itself (so it lives and dies with it): a model that samples every
+    epoch traces its step once, not once per call. Callables that take no attributes get a fresh
+    step each call.
+    """
+    cache = getattr(eps_fn, "_keras_gen_steps", None)
     key = (sampler, schedule)
-    if key not in per_fn:
-        @tf.function(reduce_retracing=True)
-        def step(x, t, t_prev, eta, seed):
-            global step_trace_count
-            step_trace_count += 1
-            return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed)
-        per_fn[key] = step
-    return per_fn[key]
+    if cache is not None and key in cache:
+        return cache[key]
+
+    @tf.function(reduce_retracing=True)
+    def step(x, t, t_prev, eta, seed):
+        global step_trace_count
+        step_trace_count += 1
+        return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed)
+
+    try:
+        if cache is None:
+            cache = {}
+            eps_fn._keras_gen_steps = cache
+        cache[key] = step
+    except AttributeError:
+        pass
+    return step
 
 
 def _check_sampler_args(sampler, steps, eta):
