@@ -9,8 +9,6 @@ module on the committed real MNIST sample (padded to 32x32, [-1, 1]) and shared 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -23,6 +21,7 @@ import tensorflow as tf
 
 from keras_gen.data import preprocess_images
 from keras_gen.diffusion import NoiseSchedule, samplers
+from subprocess_jobs import explain, finish, run_all, start
 from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM
@@ -430,38 +429,6 @@ result = {
 with open(result_path, "w") as f:
     json.dump(result, f)
 '''
-
-
-def child_env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-def start(cmd, log_dir: Path, name: str, cwd: Path):
-    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr)."""
-    out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=child_env())
-    return process, out, err
-
-
-def finish(job, timeout=420):
-    process, out, err = job
-    try:
-        rc = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        rc = "timeout"
-    return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
-
-
-def run_all(named_cmds, log_dir, cwd):
-    jobs = {name: start(cmd, log_dir, name, cwd) for name, cmd in named_cmds.items()}
-    return {name: finish(job) for name, job in jobs.items()}
-
-
-def explain(result):
-    return f"rc={result.rc}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
 
 
 @pytest.fixture(scope="module")

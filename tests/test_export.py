@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from subprocess_jobs import explain, run_all
 from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.models.dcgan import DCGAN
 from keras_gen.models.serving import MAX_IMAGES
@@ -91,45 +90,12 @@ assert "keras_gen" not in sys.modules, "the export pulled in keras_gen"
 '''
 
 
-def child_env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
 def saved_model_cli_path():
     path = Path(sys.executable).parent / "saved_model_cli"
     if not path.exists():
         path = Path(shutil.which("saved_model_cli") or "saved_model_cli")
     assert path.exists(), "saved_model_cli not found beside the interpreter or on PATH"
     return str(path)
-
-
-def start(cmd, log_dir: Path, name: str, cwd: Path):
-    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr)."""
-    out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=child_env())
-    return process, out, err
-
-
-def finish(job, timeout=300):
-    process, out, err = job
-    try:
-        rc = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        rc = "timeout"
-    return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
-
-
-def run_all(named_cmds, log_dir, cwd):
-    """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}."""
-    jobs = {name: start(cmd, log_dir, name, cwd) for name, cmd in named_cmds.items()}
-    return {name: finish(job) for name, job in jobs.items()}
-
-
-def explain(result):
-    return f"rc={result.rc}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
 
 
 def tree_digest(path: Path):

@@ -1,0 +1,39 @@
+"""Running child processes side by side in tests, with their output in files."""
+
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+
+def child_env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def start(cmd, log_dir: Path, name: str, cwd: Path):
+    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr)."""
+    out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=child_env())
+    return process, out, err
+
+
+def finish(job, timeout=420):
+    process, out, err = job
+    try:
+        rc = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        rc = "timeout"
+    return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
+
+
+def run_all(named_cmds, log_dir, cwd):
+    """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}."""
+    jobs = {name: start(cmd, log_dir, name, cwd) for name, cmd in named_cmds.items()}
+    return {name: finish(job) for name, job in jobs.items()}
+
+
+def explain(result):
+    return f"rc={result.rc}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
