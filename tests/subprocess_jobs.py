@@ -37,3 +37,24 @@ def run_all(named_cmds, log_dir, cwd):
 
 def explain(result):
     return f"rc={result.rc}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+
+
+# Start of a child script that serves an export: any import of keras_gen fails (and is recorded in
+# RefuseKerasGen.attempts), so the export is shown to need only TensorFlow.
+REFUSE_KERAS_GEN = r'''
+import json, sys
+
+class RefuseKerasGen:
+    """keras_gen must not be needed to load or run an export: refuse (and record) any import."""
+    attempts = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "keras_gen" or name.startswith("keras_gen."):
+            self.attempts.append(name)
+            raise ImportError(f"{name} may not be imported when serving an export")
+        return None
+
+sys.meta_path.insert(0, RefuseKerasGen())
+
+import numpy as np
+import tensorflow as tf
+'''

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from keras_gen.data import preprocess_images
 from keras_gen.diffusion import NoiseSchedule, samplers
-from subprocess_jobs import explain, finish, run_all, start
+from subprocess_jobs import REFUSE_KERAS_GEN, explain, finish, run_all, start
 from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM
@@ -370,21 +370,7 @@ def test_keras_round_trip_keeps_weights_ema_and_samples(run, reloaded):
 # ----------------------------------------------------------------------------- SavedModel export
 
 # Runs in a fresh interpreter that refuses to import keras_gen: argv = export_dir, out.npz, result.json.
-CHILD = r'''
-import json, sys
-
-class RefuseKerasGen:
-    attempts = []
-    def find_spec(self, name, path=None, target=None):
-        if name == "keras_gen" or name.startswith("keras_gen."):
-            self.attempts.append(name)
-            raise ImportError(f"{name} may not be imported when serving an export")
-        return None
-
-sys.meta_path.insert(0, RefuseKerasGen())
-
-import numpy as np
-import tensorflow as tf
+CHILD = REFUSE_KERAS_GEN + r'''
 
 export_dir, out_path, result_path = sys.argv[1:4]
 loaded = tf.saved_model.load(export_dir)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from subprocess_jobs import explain, run_all
+from subprocess_jobs import REFUSE_KERAS_GEN, explain, run_all
 from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.models.dcgan import DCGAN
 from keras_gen.models.serving import MAX_IMAGES
@@ -32,22 +32,7 @@ LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Runs in a fresh interpreter: argv = export_dir, z.npy, out.npz, result.json, z signature, MAX_IMAGES.
-CHILD = r'''
-import json, sys
-
-class RefuseKerasGen:
-    """keras_gen must not be needed to load or run an export: refuse (and record) any import."""
-    attempts = []
-    def find_spec(self, name, path=None, target=None):
-        if name == "keras_gen" or name.startswith("keras_gen."):
-            self.attempts.append(name)
-            raise ImportError(f"{name} may not be imported when serving an export")
-        return None
-
-sys.meta_path.insert(0, RefuseKerasGen())
-
-import numpy as np
-import tensorflow as tf
+CHILD = REFUSE_KERAS_GEN + r'''
 
 export_dir, z_path, out_path, result_path, z_signature, max_images = sys.argv[1:7]
 loaded = tf.saved_model.load(export_dir)
