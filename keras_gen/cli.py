@@ -118,7 +118,8 @@ def cmd_evaluate(args):
     try:
         evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
                        report_dir=args.report, dataset=args.dataset, seed=args.seed,
-                       batch_size=args.batch_size, references=not args.no_references)
+                       batch_size=args.batch_size, references=not args.no_references,
+                       ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -226,6 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--n", type=positive_int, default=10000, help="samples per model (default 10000)")
     evaluate.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 25, 50, 100],
                           help="DDIM step counts for DDPM models (besides full DDPM)")
+    evaluate.add_argument("--ddpm-full-n", type=positive_int,
+                          help="samples for the full-step DDPM rows (default --n; T passes each)")
+    evaluate.add_argument("--no-ddpm-full", action="store_true",
+                          help="evaluate DDPMs with the DDIM step counts only")
     evaluate.add_argument("--json", help="write the report JSON here")
     evaluate.add_argument("--report", help="folder for the trilemma chart and class histograms")
     evaluate.add_argument("--dataset", choices=["mnist", "fashion_mnist"],

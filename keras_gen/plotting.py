@@ -289,3 +289,28 @@ def trilemma_chart(rows, path=None, *, references=(), title="The generative tril
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def quality_vs_time(curves, path=None, *, title="Classifier FID vs training time", references=()):
+    """FID (log) against training wall-clock minutes, one line per training run.
+
+    ``curves``: {run label: [(minutes, fid), ...]}; ``references``: [(label, fid)] drawn as
+    gray horizontal lines (e.g. real images), so the curves can be read against them.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, points) in enumerate(curves.items()):
+        points = sorted(points)
+        xs, ys = [p[0] for p in points], [max(float(p[1]), 1e-2) for p in points]
+        ax.plot(xs, ys, "-o", color=plt.cm.tab10(i % 10), label=label, ms=5)
+        ax.annotate(f"{ys[-1]:.3g}", (xs[-1], ys[-1]), textcoords="offset points", xytext=(5, 3), fontsize=8)
+    for i, (label, fid) in enumerate(references):
+        ax.axhline(max(float(fid), 1e-2), color="gray", ls=("--", ":", "-.")[i % 3], lw=1,
+                   label=f"{label} (FID {fid:.3g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("training wall-clock minutes (this machine)")
+    ax.set_ylabel("classifier FID (log, lower is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

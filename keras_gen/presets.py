@@ -31,7 +31,7 @@ PRESETS = {
         # slower than this 1.8M one with attention only at 8x8 and 4x4; bf16 gave ~1.3-1.9x.
         "cpu": dict(dim=32, dim_mults=(1, 2, 2, 2), attention_levels=(False, False, True, True),
                     timesteps=1000, schedule="linear", epochs=3, batch_size=32, learning_rate=1e-3,
-                    warmup_steps=300, ddim_steps=50, ema_decay=0.995, precision="mixed"),
+                    warmup_steps=300, lr_decay="cosine", ddim_steps=50, ema_decay=0.995, precision="mixed"),
         "tiny": dict(dim=8, dim_mults=(1, 2), attention_levels=(False, True), timesteps=20,
                      epochs=2, batch_size=32, learning_rate=1e-3, ddim_steps=5, ema_decay=0.9,
                      limit=256),

@@ -131,13 +131,18 @@ def _build_ddpm(config):
 
 
 def _compile_ddpm(model, config):
-    """Adam with a linear warm-up to the preset's learning rate (cosine decay when asked)."""
+    """Adam with a linear warm-up to the preset's learning rate, then (``lr_decay="cosine"``)
+    cosine decay to ``lr_floor`` times it over the rest of the run."""
     lr = config["learning_rate"]
     warmup = config.get("warmup_steps", 0)
-    if warmup:
+    decay_steps = 0
+    if config.get("lr_decay") == "cosine":
+        decay_steps = max(1, config["epochs"] * config["steps_per_epoch"] - warmup)
+    if warmup or decay_steps:
         lr = keras.optimizers.schedules.CosineDecay(
-            0.0, decay_steps=max(1, config.get("decay_steps", 10**9)), warmup_target=lr,
-            warmup_steps=warmup, alpha=1.0 if not config.get("decay_steps") else 0.1)
+            0.0 if warmup else lr, decay_steps=decay_steps or 10**9,
+            warmup_target=lr if warmup else None, warmup_steps=warmup,
+            alpha=config.get("lr_floor", 0.05) if decay_steps else 1.0)
     model.compile(optimizer=keras.optimizers.Adam(lr))
 
 
@@ -227,6 +232,7 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
     keras.mixed_precision.set_global_policy(config["precision"])
     dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
                            seed=config["seed"], limit=config.get("limit"), **spec.data_options(config))
+    config["steps_per_epoch"] = int(dataset.cardinality().numpy())
     model = spec.build(config)
     spec.compile(model, config)
     (out / "checkpoints").mkdir(exist_ok=True)
@@ -236,7 +242,7 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
     start = time.perf_counter()
     history = (spec.fit or _keras_fit)(model, dataset, config, callbacks, verbose)
     wall = time.perf_counter() - start
-    steps = config["epochs"] * int(dataset.cardinality().numpy())
+    steps = config["epochs"] * config["steps_per_epoch"]
 
     history.pop("wall_seconds", None)
     loss_keys = {k: v for k, v in history.items() if "loss" in k}

@@ -310,3 +310,23 @@ def test_classifier_fid_separates_real_from_noise(mnist_sample):
     noise = classifier_fid(np.random.default_rng(0).random((1000, 28, 28, 1), dtype=np.float32),
                            "mnist", n_real=1000)
     assert real < 20 < 100 < noise
+
+
+def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path):
+    """ddpm_full_n: the T-step rows get fewer samples (and one timed run); DDIM rows keep n."""
+    from keras_gen import export_saved_model
+    from keras_gen.models.ddpm import build_ddpm
+    from keras_gen.presets import get_preset
+
+    model = build_ddpm(get_preset("ddpm", "tiny"))
+    model.sample(1, 0, progress=False)  # builds the U-Net and the EMA copy
+    export = export_saved_model(model, tmp_path / "ddpm_tiny", metadata={"dataset": "mnist"})
+    report = evaluate_paths([export], n=12, ddim_steps=(5,), ddpm_full_n=6, batch_size=8, n_real=500,
+                            speed_repeats=2, kid_subsets=3, references=False, verbose=False)
+    full, ddim = report["rows"]
+    assert (full["sampler"], full["n"], sum(full["histogram"])) == ("ddpm", 6, 6)
+    assert (ddim["sampler"], ddim["n"], sum(ddim["histogram"])) == ("ddim", 12, 12)
+    assert len(full["speed"]["seconds"]) == 1 and len(ddim["speed"]["seconds"]) == 2
+    assert full["nfe_per_sample"] == 20 and report["ddpm_full_n"] == 6
+    with pytest.raises(ValueError, match="ddpm_full_n"):
+        evaluate_paths([export], n=12, ddpm_full_n=2, verbose=False)

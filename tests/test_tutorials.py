@@ -31,6 +31,10 @@ FIGURES = {
     "03_ddpm": ["03_forward_process.png", "03_loss_curve.png", "03_samples_ddpm.png",
                 "03_reverse_process.png", "03_reverse_engineering.png", "03_samples_ddim.png",
                 "03_epochs/epoch_000.png", "03_epochs/epoch_001.png", "03_epochs/epoch_002.png"],
+    # 04 scores the shipped models (saved_models/): one histogram and sample grid per row.
+    "04_trilemma": ["trilemma.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
+        "vae_VAE", "dcgan_DCGAN", "ddpm_DDIM_5", "ddpm_DDIM_10", "real_train", "uniform_noise",
+        "single_class_0")],
 }
 
 
@@ -72,3 +76,17 @@ def test_tutorial_runs_and_writes_its_figures(tutorial_runs, name):
         assert path.read_bytes()[:8] == PNG_MAGIC, path
     written = sorted(str(p.relative_to(run.out)) for p in run.out.rglob("*.png"))
     assert written == sorted(FIGURES[name])  # the list above is complete
+
+
+def test_trilemma_tutorial_reports_every_shipped_model(tutorial_runs):
+    import json
+
+    run = tutorial_runs["04_trilemma"]
+    assert run.rc == 0, run.stderr[-3000:]
+    report = json.loads((run.out / "report.json").read_text())
+    assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "ddpm DDIM 10"]
+    assert [r["nfe_per_sample"] for r in report["rows"]] == [1, 1, 5, 10]
+    assert all(r["n"] == 64 for r in report["rows"] + report["references"])
+    # The verdict lines are computed from the table, not written in.
+    best = min(report["rows"], key=lambda r: r["fid"])
+    assert f"best quality: {best['label']} (FID {best['fid']:.1f})" in run.stdout

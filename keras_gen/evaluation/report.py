@@ -83,11 +83,13 @@ def _timesteps(info: dict) -> int:
     raise ValueError("cannot find the DDPM's number of timesteps in the export's info")
 
 
-def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True) -> tuple[list[dict], list[str]]:
-    """The sampling runs of one export: [{label, short_label, sampler options, nfe}], notes.
+def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
+          ddpm_full_n: int | None = None) -> tuple[list[dict], list[str]]:
+    """The sampling runs of one export: [{label, short_label, sampler options, nfe, n}], notes.
 
-    A DDPM gets its full ancestral sampler (unless ``ddpm_full`` is False) and one DDIM run per
-    step count in ``ddim_steps`` (counts outside [1, T] are skipped with a note)."""
+    A DDPM gets its full ancestral sampler (unless ``ddpm_full`` is False; with ``ddpm_full_n``
+    samples when given, since it is T network passes per sample) and one DDIM run per step count
+    in ``ddim_steps`` (counts outside [1, T] are skipped with a note)."""
     kind = info["kind"]
     group = f"{name} ({kind.upper()})"
     if kind != "ddpm":
@@ -97,7 +99,8 @@ def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True) -> tuple[li
 
     T = _timesteps(info)
     runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
-                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T)] if ddpm_full else []
+                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T,
+                 n=ddpm_full_n)] if ddpm_full else []
     notes = []
     for s in ddim_steps:
         if not 1 <= int(s) <= T:
@@ -147,6 +150,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                    report_dir=None, dataset: str | None = None, seed: int = 0,
                    batch_size: int = DEFAULT_BATCH_SIZE, *, n_real: int | None = None,
                    speed_repeats: int = 3, references: bool = True, ddpm_full: bool = True,
+                   ddpm_full_n: int | None = None,
                    kid_subsets: int = 100, kid_subset_size: int = 1000, verbose: bool = True) -> dict:
     """Score exported generators on the three axes of the trilemma and write the report.
 
@@ -163,10 +167,12 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         batch_size: images per sampling call (<= 4096, the serving cap).
         n_real: real test images to compare against (default all 10,000).
         speed_repeats: timed runs of one batch each for the speed numbers (after the quality
-            sampling, which serves as the warm-up).
+            sampling, which serves as the warm-up); the full-step DDPM gets one.
         references: add the real-train / uniform-noise / single-class rows.
         ddpm_full: also sample DDPMs with the full T-step ancestral sampler (the slow one; False
             evaluates the DDIM step counts only).
+        ddpm_full_n: samples for the full-step DDPM rows (default n). FID and KID of a smaller
+            set are noisier and FID is biased upward, so the table shows each row's n.
         kid_subsets, kid_subset_size: KID's random subsets (size capped at n).
         verbose: print progress and the table.
     Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
@@ -177,6 +183,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         raise ValueError("give at least one exported model path")
     if n < 4:
         raise ValueError(f"n must be at least 4 (precision/recall use 3 neighbours), got {n}")
+    if ddpm_full_n is not None and ddpm_full_n < 4:
+        raise ValueError(f"ddpm_full_n must be at least 4, got {ddpm_full_n}")
     if not 1 <= batch_size <= 4096:
         raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
     log = print if verbose else (lambda *a, **k: None)
@@ -191,15 +199,16 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     rows, samples = [], {}
     for path, name, fn, info in loaded:
-        runs, run_notes = _plan(name, info, ddim_steps, ddpm_full)
+        runs, run_notes = _plan(name, info, ddim_steps, ddpm_full, ddpm_full_n)
         notes += run_notes
         for run in runs:
             start = time.perf_counter()
-            images = sample_images(fn, n, batch_size, seed, **run["options"])
+            run_n = run.get("n") or n
+            images = sample_images(fn, run_n, batch_size, seed, **run["options"])
             sampling_seconds = time.perf_counter() - start
             speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
-                                           n=min(n, batch_size), batch_size=batch_size,
-                                           repeats=speed_repeats, warmup=0, seed=seed,
+                                           n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
+                                           repeats=1 if run["sampler"] == "ddpm" else speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
             row = {k: run[k] for k in ("label", "short_label", "group", "sampler", "steps", "nfe_per_sample")}
             row.update(path=str(path), model=name, kind=info["kind"],
@@ -220,6 +229,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     report = {"dataset": dataset, "n": n, "seed": seed, "batch_size": batch_size,
               "ddim_steps": [int(s) for s in ddim_steps], "ddpm_full": ddpm_full,
+              "ddpm_full_n": ddpm_full_n or n,
               "classifier": {"path": str(classifier.path), **{k: classifier.info.get(k) for k in (
                   "test_accuracy", "epochs", "features_layer")}},
               "real": {"split": real.split, "n": real.n},
@@ -247,14 +257,14 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
 def format_table(report: dict) -> str:
     """The report's rows (and references) as a fixed-width text table."""
-    head = (f"{'model':<32} {'NFE':>6} {'FID':>9} {'KID':>8} {'prec':>5} {'rec':>5} "
+    head = (f"{'model':<32} {'n':>6} {'NFE':>6} {'FID':>9} {'KID':>8} {'prec':>5} {'rec':>5} "
             f"{'cls>=2%':>7} {'H/logC':>6} {'IS':>5} {'samples/s':>10}")
     lines = [head, "-" * len(head)]
 
     def line(r):
         nfe = "" if r.get("nfe_per_sample") is None else f"{r['nfe_per_sample']:g}"
         speed = "" if r.get("samples_per_s") is None else f"{r['samples_per_s']:.4g}"
-        return (f"{r['label'][:32]:<32} {nfe:>6} {r['fid']:>9.3f} {r['kid_mean']:>8.3f} "
+        return (f"{r['label'][:32]:<32} {r['n']:>6d} {nfe:>6} {r['fid']:>9.3f} {r['kid_mean']:>8.3f} "
                 f"{r['precision']:>5.2f} {r['recall']:>5.2f} {r['classes_covered']:>7d} "
                 f"{r['normalized_entropy']:>6.3f} {r['inception_score']:>5.2f} {speed:>10}")
     lines += [line(r) for r in report["rows"]]
