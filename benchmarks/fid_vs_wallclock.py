@@ -15,7 +15,6 @@ training, on whatever the machine was doing then (see the runs' logs).
 
 import argparse
 import csv
-import json
 import time
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Training callbacks: per-epoch sample grids, wall-clock logging."""
+"""Training callbacks: per-epoch sample grids, per-epoch model snapshots, wall-clock logging."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 
+from keras_gen.checkpointing import save_keras_atomically
 from keras_gen.plotting import image_grid
 
 
@@ -14,33 +15,58 @@ class SampleGrid(keras.callbacks.Callback):
     """Save a grid of samples from fixed seeds after every ``every`` epochs (and before training).
 
     ``sample_fn(n, seed) -> images`` is called with the same seed each time, so the grids show how
-    the same latent draws evolve, like the article's per-epoch figures.
+    the same latent draws evolve, like the article's per-epoch figures. ``draw_initial=False``
+    skips the before-training grid (a resumed run already has it).
     """
 
-    def __init__(self, sample_fn, out_dir, n=64, seed=0, every=1, prefix="epoch"):
+    def __init__(self, sample_fn, out_dir, n=64, seed=0, every=1, prefix="epoch", draw_initial=True):
         super().__init__()
         self.sample_fn, self.out_dir = sample_fn, Path(out_dir)
         self.n, self.seed, self.every, self.prefix = n, seed, every, prefix
+        self.draw_initial = draw_initial
 
     def _save(self, label):
         images = self.sample_fn(self.n, self.seed)
         image_grid(images, self.out_dir / f"{self.prefix}_{label}.png", title=f"{self.prefix} {label}")
 
     def on_train_begin(self, logs=None):
-        self._save("000")
+        if self.draw_initial:
+            self._save("000")
+            self.draw_initial = False  # once per run, even when fit is called in phases
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
             self._save(f"{epoch + 1:03d}")
 
 
+class EpochSnapshots(keras.callbacks.Callback):
+    """The whole model as ``<directory>/epoch_XXX.keras`` after each epoch, written atomically
+    (the curves of benchmarks/fid_vs_wallclock.py are drawn from these)."""
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = Path(directory)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        save_keras_atomically(self.model, self.directory / f"epoch_{epoch + 1:03d}.keras")
+
+
 class WallClock(keras.callbacks.Callback):
-    """Adds ``wall_seconds`` (time since training began) to each epoch's logs, so the history CSV
-    can plot quality against training time."""
+    """Adds ``wall_seconds`` (training time so far, ``offset`` included for a resumed run) to each
+    epoch's logs, so the history CSV can plot quality against training time."""
+
+    def __init__(self, offset: float = 0.0):
+        super().__init__()
+        self.offset, self.start = float(offset), None
+
+    def elapsed(self) -> float:
+        return self.offset + (0.0 if self.start is None else time.perf_counter() - self.start)
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+        if self.start is None:  # once per run, even when fit is called in phases
+            self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["wall_seconds"] = time.perf_counter() - self.start
+            logs["wall_seconds"] = self.elapsed()

@@ -57,6 +57,7 @@ def cmd_data_info(args):
 # ------------------------------------------------------------------------------------- train
 
 def cmd_train(args):
+    from keras_gen.checkpointing import TrainingDiverged
     from keras_gen.presets import get_preset
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
@@ -64,14 +65,20 @@ def cmd_train(args):
                   "loop", "timesteps")}
     if args.mixed_precision:
         overrides["precision"] = "mixed"
+    given = sorted(k for k, v in overrides.items() if v is not None)
+    if args.resume and given:
+        raise CLIError(f"--resume continues a run with the settings it was started with; "
+                       f"drop {', '.join('--' + k.replace('_', '-') for k in given)}")
     try:
         config = get_preset(args.model, args.preset, **overrides)
-    except ValueError as exc:
+        summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
+                        checkpoint_every=args.checkpoint_every)
+    except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-    try:
-        summary = train(args.model, config, args.out, verbose=args.verbose)
-    except OSError as exc:
-        raise CLIError(str(exc)) from None
+    except TrainingDiverged as exc:
+        print(f"keras-gen: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    config = summary["train_config"]
     print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
           f" outputs in {args.out}:")
     for name, path in summary["outputs"].items():
@@ -114,12 +121,19 @@ def cmd_evaluate(args):
         return cmd_train_classifier(args.paths[1:] + args.extra)
     if args.extra:
         raise CLIError(f"unrecognized arguments: {' '.join(args.extra)}")
-    from keras_gen.evaluation import evaluate_paths
+    from keras_gen.evaluation import evaluate_paths, model_card, record_evaluation, write_model_card
     try:
-        evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
-                       report_dir=args.report, dataset=args.dataset, seed=args.seed,
-                       batch_size=args.batch_size, references=not args.no_references,
-                       ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
+        report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
+                                report_dir=args.report, dataset=args.dataset, seed=args.seed,
+                                batch_size=args.batch_size, references=not args.no_references,
+                                ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
+        if args.record:
+            for path in record_evaluation(report):
+                print(f"recorded the evaluation in {path}/assets")
+        if args.card:
+            exports = [p for p in args.paths if Path(p).is_dir()]
+            write_model_card(args.card, model_card(exports))
+            print(f"wrote the model card table to {args.card}")
     except ValueError as exc:
         raise CLIError(str(exc)) from None
 
@@ -207,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
     train.add_argument("--loop", choices=["fit", "alternating"],
                        help="DCGAN: fused fit (default) or the article's train_on_batch loop")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out from its latest checkpoint")
+    train.add_argument("--checkpoint-every", type=positive_int, default=500,
+                       help="steps between checkpoints (also one at every epoch end; default 500)")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras fit verbosity: 1 = progress bar (default), 2 = a line per epoch")
     train.set_defaults(func=cmd_train)
@@ -231,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="samples for the full-step DDPM rows (default --n; T passes each)")
     evaluate.add_argument("--no-ddpm-full", action="store_true",
                           help="evaluate DDPMs with the DDIM step counts only")
+    evaluate.add_argument("--record", action="store_true",
+                          help="store each export's numbers in its assets/keras_gen.json")
+    evaluate.add_argument("--card", help="markdown file to put the exports' model-card table in (between its "
+                               "<!-- model-card:start/end --> markers if it has them)")
     evaluate.add_argument("--json", help="write the report JSON here")
     evaluate.add_argument("--report", help="folder for the trilemma chart and class histograms")
     evaluate.add_argument("--dataset", choices=["mnist", "fashion_mnist"],

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 import keras_gen
+from keras_gen.models.serving import MAX_IMAGES
 
 ASSET_NAME = "keras_gen.json"
 FORMAT_VERSION = 1
@@ -114,6 +115,9 @@ def load_sampler(path):
     loaded = tf.saved_model.load(str(path))
 
     def sample_export(n, seed, sampler=None, steps=None, **options):
+        if not 1 <= int(n) <= MAX_IMAGES:
+            raise ValueError(f"an export draws 1 to {MAX_IMAGES} images per call, got {n}; "
+                             "ask in several calls")
         if options:
             raise ValueError(f"unsupported options for a {info['kind']} export: {sorted(options)}")
         args = dict(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))

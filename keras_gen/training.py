@@ -8,7 +8,8 @@ Output layout of ``out_dir``::
 
     samples/epoch_000.png ...   grids from fixed seeds, before training and after each epoch
     checkpoints/epoch_001.keras the whole model after each epoch
-    history.csv                 per-epoch metrics and wall-clock seconds
+    resume/                     the latest training state (keras_gen.checkpointing), for --resume
+    history.csv                 per-epoch metrics and wall-clock seconds (rewritten atomically)
     loss_curve.png              the same as a figure
     samples.png                 64 final samples
     model.keras                 the whole model (keras.models.load_model)
@@ -23,15 +24,16 @@ import json
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import keras
 import numpy as np
 
-from keras_gen.callbacks import SampleGrid, WallClock
-from keras_gen.data import load_dataset, make_dataset, preprocess_images
+from keras_gen.callbacks import EpochSnapshots, SampleGrid, WallClock
+from keras_gen.checkpointing import (CheckpointStore, ResumableCheckpoint, atomic_write_bytes,
+                                     build_optimizers, save_keras_atomically, training_variables)
+from keras_gen.data import load_dataset, make_dataset, preprocess_images, steps_per_epoch
 from keras_gen.export import export_saved_model
 from keras_gen.plotting import (forward_process_strip, image_grid, latent_manifold, latent_scatter,
                                 loss_curves, reverse_engineering, reverse_process_strip)
@@ -45,13 +47,17 @@ class ModelSpec:
     build: Callable[[dict], keras.Model]
     compile: Callable[[keras.Model, dict], None]
     figures: Callable[[keras.Model, dict, Path], list] = lambda model, config, out: []
-    fit: Callable | None = None  # (model, dataset, config, callbacks, verbose) -> history dict
+    fit: Callable = None  # (model, dataset, phase, callbacks, verbose, trainer) -> None
+    trainer: Callable = lambda model, config: None  # a custom loop object (its optimizers, RNG)
+
+    def __post_init__(self):
+        self.fit = self.fit or _keras_fit
 
 
-def _keras_fit(model, dataset, config, callbacks, verbose):
-    history = model.fit(dataset, epochs=config["epochs"], callbacks=callbacks, verbose=verbose,
-                        shuffle=False)  # the dataset reshuffles itself
-    return history.history
+def _keras_fit(model, dataset, phase, callbacks, verbose, trainer=None):
+    """One phase of training with Keras fit: epochs [phase.first, phase.last) of ``dataset``."""
+    model.fit(dataset, initial_epoch=phase.first, epochs=phase.last, steps_per_epoch=phase.steps,
+              callbacks=callbacks, verbose=verbose, shuffle=False)  # the stream is ordered per epoch
 
 
 # ------------------------------------------------------------------------------ VAE
@@ -92,18 +98,25 @@ def _build_dcgan(config):
 
 
 def _compile_dcgan(model, config):
+    """Adam for D and G for fit; the article's loop builds its own pair (AlternatingTrainer)."""
     def adam():
         return keras.optimizers.Adam(config["learning_rate"], beta_1=config.get("beta_1", 0.9))
     model.compile(d_optimizer=adam(), g_optimizer=adam())
 
 
-def _fit_dcgan(model, dataset, config, callbacks, verbose):
-    if config.get("loop", "fit") == "fit":
-        return _keras_fit(model, dataset, config, callbacks, verbose)
-    from keras_gen.models.dcgan import train_alternating
-    return train_alternating(model, dataset, config["epochs"], learning_rate=config["learning_rate"],
-                             beta_1=config.get("beta_1", 0.9), callbacks=callbacks,
-                             seed=config["seed"], progress=verbose > 0)
+def _dcgan_trainer(model, config):
+    if config.get("loop", "fit") != "alternating":
+        return None
+    from keras_gen.models.dcgan import AlternatingTrainer
+    return AlternatingTrainer(model, learning_rate=config["learning_rate"],
+                              beta_1=config.get("beta_1", 0.9), seed=config["seed"])
+
+
+def _fit_dcgan(model, dataset, phase, callbacks, verbose, trainer=None):
+    if trainer is None:
+        return _keras_fit(model, dataset, phase, callbacks, verbose)
+    trainer.fit(dataset, phase.last, initial_epoch=phase.first, steps_per_epoch=phase.steps_per_epoch,
+                skip_batches=phase.skip, callbacks=callbacks, progress=verbose > 0)
 
 
 def _dcgan_figures(model, config, out):
@@ -164,7 +177,7 @@ SPECS = {
                      build=_build_vae, compile=_compile_with_adam, figures=_vae_figures),
     "dcgan": ModelSpec(data_options=lambda config: dict(value_range="-1_1", drop_remainder=True),
                        build=_build_dcgan, compile=_compile_dcgan, figures=_dcgan_figures,
-                       fit=_fit_dcgan),
+                       fit=_fit_dcgan, trainer=_dcgan_trainer),
     "ddpm": ModelSpec(data_options=_ddpm_data_options,
                       build=_build_ddpm, compile=_compile_ddpm, figures=_ddpm_figures),
 }
@@ -212,39 +225,102 @@ def check_writable(out_dir: Path):
         raise OSError(f"output folder {out_dir} is not writable: {exc}") from exc
 
 
-def save_keras_atomically(model, path: Path):
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A stretch of training in one fit call: epochs [first, last), the first ``skip`` batches
+    of epoch ``first`` already done (a run resumed mid-epoch)."""
+
+    first: int
+    last: int
+    steps_per_epoch: int
+    skip: int = 0
+
+    @property
+    def steps(self):  # Keras fit's steps_per_epoch for this phase
+        return self.steps_per_epoch - self.skip
 
 
-def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
-    """Run one training job; returns the summary (also written to out_dir/summary.json)."""
+def plan_phases(epochs: int, steps_per_epoch: int, done_epochs: int, step_in_epoch: int) -> list[Phase]:
+    """The fit calls that finish a run: the rest of a half-done epoch, then the whole epochs left."""
+    phases = []
+    if step_in_epoch:
+        phases.append(Phase(done_epochs, done_epochs + 1, steps_per_epoch, step_in_epoch))
+        done_epochs += 1
+    if done_epochs < epochs:
+        phases.append(Phase(done_epochs, epochs, steps_per_epoch))
+    return phases
+
+
+def start_state(store: CheckpointStore, config: dict, resume: bool) -> dict:
+    """The progress to start from: the checkpoint's when resuming, else a new run's (checked)."""
+    state = store.load_state()
+    if resume:
+        if state is None:
+            raise ValueError(f"nothing to resume: {store.state_path} does not exist")
+        if state.get("finished"):
+            raise ValueError(f"the run in {store.directory.parent} already finished all its epochs")
+        return state
+    if state is not None and not state.get("finished"):
+        raise ValueError(f"{store.directory.parent} holds an unfinished run (epoch {state['epoch']}, "
+                         f"step {state['global_step']}): pass --resume to continue it, or use another --out")
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "wall_seconds": 0.0, "history": [],
+            "config": config}
+
+
+def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoint_every=500) -> dict:
+    """Run one training job; returns the summary (also written to out_dir/summary.json).
+
+    Checkpoints go to out_dir/resume every ``checkpoint_every`` steps and at each epoch end;
+    ``resume=True`` continues an interrupted run from the latest one, with the configuration it
+    was started with (``config`` is then ignored). A NaN/Inf loss raises TrainingDiverged.
+    """
     spec = SPECS[kind]
     out = Path(out_dir)
     check_writable(out)
+    store = CheckpointStore(out / "resume")
+    state = start_state(store, config, resume)
+    config = state["config"] if resume else config
     keras.utils.set_random_seed(config["seed"])
     config = {**config, "precision": resolve_precision(config.get("precision", "float32"))}
     keras.mixed_precision.set_global_policy(config["precision"])
-    dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
-                           seed=config["seed"], limit=config.get("limit"), **spec.data_options(config))
-    config["steps_per_epoch"] = int(dataset.cardinality().numpy())
+    options = spec.data_options(config)
+    images, labels = load_dataset(config["dataset"], "train")
+    num_images = min(len(images), config.get("limit") or len(images))
+    config["steps_per_epoch"] = steps_per_epoch(num_images, config["batch_size"],
+                                                options.get("drop_remainder", False))
     model = spec.build(config)
     spec.compile(model, config)
-    (out / "checkpoints").mkdir(exist_ok=True)
-    callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples"), WallClock(),
-                 keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "epoch_{epoch:03d}.keras")),
-                 keras.callbacks.CSVLogger(str(out / "history.csv"))]
-    start = time.perf_counter()
-    history = (spec.fit or _keras_fit)(model, dataset, config, callbacks, verbose)
-    wall = time.perf_counter() - start
+    trainer = spec.trainer(model, config)
+    extra_optimizers = trainer.optimizers if trainer else None
+    if resume:
+        if trainer:  # the custom loop's optimizers (the model's own stay unused and unbuilt)
+            trainer.build_optimizers()
+        else:
+            build_optimizers(model)
+        store.restore(training_variables(model, extra_optimizers), state)
+        if trainer:
+            trainer.rng_state = state["extra"]["rng"]
+        state["resumes"] = state.get("resumes", 0) + 1
+        print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']} of "
+              f"{config['steps_per_epoch']} (global step {state['global_step']})")
+    clock = WallClock(offset=state["wall_seconds"])
+    checkpoint = ResumableCheckpoint(store, config["steps_per_epoch"], every_steps=checkpoint_every,
+                                     state=state, history_csv=out / "history.csv", clock=clock.elapsed,
+                                     variables_fn=lambda m: training_variables(m, extra_optimizers),
+                                     extra_state=(lambda: {"rng": trainer.rng_state}) if trainer else None)
+    callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples", draw_initial=not resume),
+                 clock, EpochSnapshots(out / "checkpoints"), checkpoint]
+    for phase in plan_phases(config["epochs"], config["steps_per_epoch"], state["epoch"], state["step_in_epoch"]):
+        dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
+                               seed=config["seed"], limit=config.get("limit"), epochs=phase.last,
+                               start_epoch=phase.first, skip_batches=phase.skip, **options)
+        spec.fit(model, dataset, phase, callbacks, verbose, trainer)
+        checkpoint.check()
+    wall = clock.elapsed()
     steps = config["epochs"] * config["steps_per_epoch"]
+    history = {k: [row.get(k) for row in checkpoint.state["history"]]
+               for k in checkpoint.state["history"][0] if k not in ("epoch", "wall_seconds")}
 
-    history.pop("wall_seconds", None)
     loss_keys = {k: v for k, v in history.items() if "loss" in k}
     loss_curves(loss_keys, out / "loss_curve.png", title=f"{kind} training losses")
     image_grid(model.sample(64, 0), out / "samples.png", title=f"{kind}: 64 samples")
@@ -253,12 +329,15 @@ def train(kind: str, config: dict, out_dir, *, verbose=1) -> dict:
     final_metrics = {k: float(v[-1]) for k, v in history.items()}
     metadata = {"dataset": config["dataset"], "preset": config["preset"], "train_config": config,
                 "training": {"epochs": config["epochs"], "steps": steps,
-                             "wall_seconds": round(wall, 1), "final_metrics": final_metrics},
+                             "wall_seconds": round(wall, 1), "final_metrics": final_metrics,
+                             "resumes": state.get("resumes", 0)},
                 "machine": machine_info()}
     export_saved_model(model, out / "saved_model", metadata=metadata)
+    store.save(training_variables(model, extra_optimizers),
+               {**checkpoint.state, "finished": True, "wall_seconds": wall})
     summary = {"kind": kind, **metadata,
                "outputs": {"samples": str(out / "samples.png"), "history": str(out / "history.csv"),
                            "loss_curve": str(out / "loss_curve.png"), "keras": str(out / "model.keras"),
                            "saved_model": str(out / "saved_model"), "figures": figures}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return summary

@@ -51,7 +51,7 @@ latent = loaded.signatures[z_signature]
 arrays["from_z"] = latent(z=tf.constant(np.load(z_path)))["images"].numpy()
 
 errors = {}
-for n in (0, -3, int(max_images) + 1):
+for n in (0, -3, int(max_images) + 1, 1000000):  # 10**6: the check must come before any work
     try:
         errors[str(n)] = "returned images of shape %s" % (images(n, 0).shape,)
     except tf.errors.InvalidArgumentError:
@@ -169,7 +169,7 @@ def test_latent_signature_matches_model(exports, kind):
 def test_num_images_out_of_range_fails(exports, kind):
     errors = exports[kind].result["errors"]
     assert errors == {"0": "InvalidArgumentError", "-3": "InvalidArgumentError",
-                      str(MAX_IMAGES + 1): "InvalidArgumentError"}
+                      str(MAX_IMAGES + 1): "InvalidArgumentError", "1000000": "InvalidArgumentError"}
 
 
 def signature_block(text, name):

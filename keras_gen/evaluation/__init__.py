@@ -7,6 +7,7 @@
               class_histogram, class_entropy, classes_covered, kl_to_uniform, inception_score,
               coverage_metrics (coverage); classifier_fid (FID against the real test set)
 - speed:      measure_sampling_speed
+- model_card: record_evaluation (numbers into an export's assets), model_card (README table)
 - references: real_reference (real test set features), reference_sets (real / noise / one class)
 - report:     evaluate_paths (the whole report for exported models), evaluate_images, format_table
 """
@@ -20,12 +21,14 @@ from keras_gen.evaluation.metrics import (KID, PrecisionRecall, class_entropy, c
                                           frechet_distance_from_statistics, inception_score,
                                           kernel_inception_distance, kl_to_uniform,
                                           precision_recall)
+from keras_gen.evaluation.model_card import (model_card, record_evaluation,
+                                             write_model_card)
 from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
 from keras_gen.evaluation.report import (DEFAULT_DDIM_STEPS, evaluate_images, evaluate_paths,
                                          format_table, sample_images)
 from keras_gen.evaluation.speed import measure_sampling_speed
 
-__all__ = ["Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
+__all__ = ["model_card", "record_evaluation", "write_model_card", "Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
            "build_classifier", "class_entropy", "class_histogram", "classes_covered", "classifier_fid",
            "classifier_path", "coverage_metrics", "detect_image_format", "evaluate_images",
            "evaluate_paths", "feature_statistics", "format_table", "frechet_distance",

@@ -5,7 +5,7 @@ Two ways to train the same generator/discriminator pair:
 
 - ``DCGAN.fit``: one compiled ``train_step`` updates D on real + fake, then G (the keras.io
   idiom). Fastest; works under tf.distribute; use it unless you want to follow the article.
-- ``train_alternating``: the article's explicit loop of three ``train_on_batch`` calls per batch
+- ``AlternatingTrainer`` / ``train_alternating``: the article's explicit loop of three ``train_on_batch`` calls per batch
   with D frozen inside a stacked G->D model. Kept for the tutorial; slower, single device.
 
 Differences from the article's notebook (ARTICLE_MAP.md errata 3-5): plain ReLU in G
@@ -157,8 +157,7 @@ class DCGAN(keras.Model):
         return latent_model_endpoints(self.latent_dim, self.generate, "generate")
 
 
-def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, beta_1=0.9,
-                      callbacks=None, seed=0, progress=True) -> dict:
+class AlternatingTrainer:
     """The article's training loop on ``gan``'s own generator and discriminator.
 
     Per batch: ``D.train_on_batch(real, 1)``, ``G.predict_on_batch(z)``, ``D.train_on_batch(fake, 0)``,
@@ -167,51 +166,116 @@ def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, b
     is set before each call (True for its own updates, False for the stacked update) rather than
     once before compiling as in Keras 2 recipes. Single-device only.
 
-    Returns a Keras-like history dict of per-epoch means: d_loss (mean of the real and fake BCE
-    losses: erratum 5), g_loss, d_real_acc, d_fake_acc.
+    The trainer owns what the loop adds to the model: D's and the stacked model's optimizers
+    (``optimizers``) and the host RNG of the latent draws (``rng_state``), so a checkpoint can
+    save and restore them (keras_gen.checkpointing).
     """
-    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
-        raise ValueError("train_alternating (the article's train_on_batch loop) runs on one device; "
-                         "use DCGAN.fit to train under a tf.distribute strategy")
-    G, D = gan.generator, gan.discriminator
-    D.trainable = True
-    D.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
-              loss="binary_crossentropy", metrics=["accuracy"])
-    D.trainable = False
-    stacked = keras.Sequential([G, D], name="stacked_gan")
-    stacked.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
-                    loss="binary_crossentropy")
-    callback_list = keras.callbacks.CallbackList(callbacks or [], model=gan)
-    rng = np.random.default_rng(seed)
-    history = {k: [] for k in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
-    callback_list.on_train_begin()
-    for epoch in range(epochs):
-        sums, batches = dict.fromkeys(history, 0.0), 0
-        bar = tqdm(dataset, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for real in bar:
-            real = real[0] if isinstance(real, (tuple, list)) else real
-            n = int(real.shape[0])
-            ones, zeros = np.ones((n, 1), "float32"), np.zeros((n, 1), "float32")
-            D.trainable = True
-            d_real = D.train_on_batch(real, ones, return_dict=True)
-            z = rng.standard_normal((n, gan.latent_dim)).astype("float32")
-            fake = G.predict_on_batch(z)
-            d_fake = D.train_on_batch(fake, zeros, return_dict=True)
+
+    def __init__(self, gan: DCGAN, *, learning_rate=1e-4, beta_1=0.9, seed=0):
+        if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            raise ValueError("train_alternating (the article's train_on_batch loop) runs on one device; "
+                             "use DCGAN.fit to train under a tf.distribute strategy")
+        self.gan = gan
+        G, D = gan.generator, gan.discriminator
+        D.trainable = True
+        D.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
+                  loss="binary_crossentropy", metrics=["accuracy"])
+        D.trainable = False
+        self.stacked = keras.Sequential([G, D], name="stacked_gan")
+        self.stacked.compile(optimizer=keras.optimizers.Adam(learning_rate, beta_1=beta_1),
+                             loss="binary_crossentropy")
+        D.trainable = True
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def optimizers(self) -> dict:
+        return {"alternating_d_optimizer": self.gan.discriminator.optimizer,
+                "alternating_gan_optimizer": self.stacked.optimizer}
+
+    def build_optimizers(self):
+        """Create both optimizers' variables now (in the order train_on_batch would) for a restore."""
+        D = self.gan.discriminator
+        if not D.optimizer.built:
+            D.optimizer.build(D.trainable_variables)
+        if not self.stacked.optimizer.built:
             D.trainable = False
-            z = rng.standard_normal((n, gan.latent_dim)).astype("float32")
-            g_loss = stacked.train_on_batch(z, ones, return_dict=True)["loss"]
-            step = {"d_loss": 0.5 * (d_real["loss"] + d_fake["loss"]), "g_loss": g_loss,
-                    "d_real_acc": d_real["accuracy"], "d_fake_acc": d_fake["accuracy"]}
-            for k, v in step.items():
-                sums[k] += float(v)
-            batches += 1
-            bar.set_postfix(d_loss=f"{step['d_loss']:.3f}", g_loss=f"{float(g_loss):.3f}")
-        logs = {k: sums[k] / max(batches, 1) for k in history}
-        for k, v in logs.items():
-            history[k].append(v)
-        if progress:
-            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()))
-        callback_list.on_epoch_end(epoch, logs)
-    D.trainable = True
-    callback_list.on_train_end()
-    return history
+            self.stacked.optimizer.build(self.stacked.trainable_variables)
+            D.trainable = True
+
+    @property
+    def rng_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict):
+        self.rng.bit_generator.state = state
+
+    def _step(self, real):
+        G, D, gan = self.gan.generator, self.gan.discriminator, self.gan
+        n = int(real.shape[0])
+        ones, zeros = np.ones((n, 1), "float32"), np.zeros((n, 1), "float32")
+        D.trainable = True
+        d_real = D.train_on_batch(real, ones, return_dict=True)
+        z = self.rng.standard_normal((n, gan.latent_dim)).astype("float32")
+        fake = G.predict_on_batch(z)
+        d_fake = D.train_on_batch(fake, zeros, return_dict=True)
+        D.trainable = False
+        z = self.rng.standard_normal((n, gan.latent_dim)).astype("float32")
+        g_loss = self.stacked.train_on_batch(z, ones, return_dict=True)["loss"]
+        D.trainable = True
+        return {"d_loss": 0.5 * (d_real["loss"] + d_fake["loss"]), "g_loss": g_loss,
+                "d_real_acc": d_real["accuracy"], "d_fake_acc": d_fake["accuracy"]}
+
+    def fit(self, dataset, epochs: int, *, initial_epoch=0, steps_per_epoch=None, skip_batches=0,
+            callbacks=None, progress=True) -> dict:
+        """Train epochs [initial_epoch, epochs) on ``dataset``.
+
+        Without ``steps_per_epoch`` every epoch is one pass over ``dataset``. With it, ``dataset``
+        is one stream of all remaining batches (make_dataset(epochs=...)) and the first epoch is
+        ``skip_batches`` short (a run resumed mid-epoch). Calls the callbacks' train/epoch/batch
+        hooks like fit and stops when one sets ``stop_training``. Returns a Keras-like history
+        dict of per-epoch means: d_loss (mean of the real and fake BCE losses: erratum 5),
+        g_loss, d_real_acc, d_fake_acc.
+        """
+        self.gan.stop_training = False
+        callback_list = keras.callbacks.CallbackList(callbacks or [], model=self.gan)
+        history = {k: [] for k in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
+        stream = iter(dataset) if steps_per_epoch else None
+        callback_list.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            if steps_per_epoch:
+                steps = steps_per_epoch - (skip_batches if epoch == initial_epoch else 0)
+                batches_of_epoch = (next(stream) for _ in range(steps))
+            else:
+                steps, batches_of_epoch = None, iter(dataset)
+            sums, batches = dict.fromkeys(history, 0.0), 0
+            bar = tqdm(batches_of_epoch, total=steps, desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not progress, leave=False)
+            for batch, real in enumerate(bar):
+                real = real[0] if isinstance(real, (tuple, list)) else real
+                step = {k: float(v) for k, v in self._step(real).items()}
+                for k, v in step.items():
+                    sums[k] += v
+                batches += 1
+                bar.set_postfix(d_loss=f"{step['d_loss']:.3f}", g_loss=f"{step['g_loss']:.3f}")
+                callback_list.on_train_batch_end(batch, step)
+                if self.gan.stop_training:
+                    break
+            if self.gan.stop_training:
+                break
+            logs = {k: sums[k] / max(batches, 1) for k in history}
+            for k, v in logs.items():
+                history[k].append(v)
+            if progress:
+                print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4f}" for k, v in logs.items()))
+            callback_list.on_epoch_end(epoch, logs)
+        callback_list.on_train_end()
+        return history
+
+
+def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, beta_1=0.9,
+                      callbacks=None, seed=0, progress=True) -> dict:
+    """The article's alternating train_on_batch loop for ``epochs`` passes over ``dataset``
+    (AlternatingTrainer(gan, ...).fit(dataset, epochs)); returns the per-epoch history."""
+    trainer = AlternatingTrainer(gan, learning_rate=learning_rate, beta_1=beta_1, seed=seed)
+    return trainer.fit(dataset, epochs, callbacks=callbacks, progress=progress)

@@ -18,11 +18,14 @@ def seeded_signature(*extra):
 
 def checked_num_images(num_images):
     """num_images with in-graph checks: 1 <= num_images <= MAX_IMAGES, else InvalidArgumentError."""
-    tf.debugging.assert_positive(num_images, message="num_images must be >= 1")
-    tf.debugging.assert_less_equal(
-        num_images, tf.constant(MAX_IMAGES, tf.int32),
-        message=f"num_images is capped at {MAX_IMAGES} per call; ask in several calls")
-    return num_images
+    checks = [tf.debugging.assert_positive(num_images, message="num_images must be >= 1"),
+              tf.debugging.assert_less_equal(
+                  num_images, tf.constant(MAX_IMAGES, tf.int32),
+                  message=f"num_images is capped at {MAX_IMAGES} per call; ask in several calls")]
+    # The checks must run *before* anything sized by num_images: without this dependency the
+    # graph starts drawing 100000 images while the assertion is still pending (and crashed).
+    with tf.control_dependencies(checks):
+        return tf.identity(num_images)
 
 
 def stateless_seed(seed, stream=0):

@@ -1,0 +1,123 @@
+"""Model cards for exported models: evaluation numbers recorded in the export, and a README table.
+
+``record_evaluation(report)`` writes each evaluated export's rows (quality, coverage, speed) into
+its ``assets/keras_gen.json`` under "evaluation", so a SavedModel carries its own numbers.
+``model_card(paths)`` renders the table of saved_models/README.md from those assets: size on disk,
+parameters, training time, classifier FID, coverage, samples/s. Nothing in the table is typed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from keras_gen.export import ASSET_NAME, read_export_info
+
+ROW_KEYS = ("label", "sampler", "steps", "nfe_per_sample", "n", "fid", "kid_mean", "precision", "recall",
+            "classes_covered", "normalized_entropy", "min_class_fraction", "inception_score",
+            "samples_per_s")
+
+
+def _write_info(path: Path, info: dict):
+    asset = path / "assets" / ASSET_NAME
+    fd, tmp = tempfile.mkstemp(dir=asset.parent, suffix=".json.tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(info, f, indent=2, default=str)
+    os.replace(tmp, asset)
+
+
+def record_evaluation(report: dict) -> list[Path]:
+    """Store each export's report rows in its assets json ("evaluation"); returns the paths.
+
+    .keras files in the report are skipped (they have no assets folder).
+    """
+    by_path: dict[str, list] = {}
+    for row in report["rows"]:
+        by_path.setdefault(row["path"], []).append({k: row.get(k) for k in ROW_KEYS})
+    written = []
+    for path, rows in by_path.items():
+        path = Path(path)
+        if not path.is_dir():
+            continue
+        info = read_export_info(path)
+        info["evaluation"] = {"dataset": report["dataset"], "classifier": report["classifier"],
+                              "real": report["real"], "seed": report["seed"],
+                              "created": report["created"], "rows": rows}
+        _write_info(path, info)
+        written.append(path)
+    return written
+
+
+def export_size_bytes(path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def export_parameters(path) -> int:
+    """Number of scalars stored in an export's variables (what is shipped, e.g. EMA weights only)."""
+    import numpy as np
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(Path(path) / "variables" / "variables"))
+    return int(sum(np.prod(shape) for name, shape in reader.get_variable_to_shape_map().items()
+                   if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")))
+
+
+def _default_row(info: dict) -> dict | None:
+    """The evaluation row of the export's default sampler (serving_default)."""
+    rows = (info.get("evaluation") or {}).get("rows") or []
+    if info.get("kind") == "ddpm":
+        steps = info["config"].get("ddim_steps")
+        rows = [r for r in rows if r.get("sampler") == "ddim" and r.get("steps") == steps] or rows
+    return rows[0] if rows else None
+
+
+def _fmt(value, spec):
+    return "not measured" if value is None else format(value, spec)
+
+
+def model_card(paths) -> str:
+    """A markdown table, one line per export (and per extra DDPM sampler row), from the assets."""
+    head = ("| model | sampler (NFE) | size | parameters | train time | classifier FID (n) | "
+            "classes >= 2% | class entropy | samples/s |\n|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for path in paths:
+        info = read_export_info(path)
+        training = info.get("training") or {}
+        minutes = training.get("wall_seconds")
+        base = (f"| {Path(path).name} ({info['kind'].upper()}, {info.get('preset', '?')} preset) | {{sampler}} | "
+                f"{export_size_bytes(path) / 2**20:.1f} MB | {export_parameters(path):,} | "
+                f"{_fmt(None if minutes is None else minutes / 60, '.1f')} min, {training.get('epochs')} epochs |")
+        default = _default_row(info)
+        rows = (info.get("evaluation") or {}).get("rows") or []
+        ordered = ([default] if default else []) + [r for r in rows if r is not default]
+        if not ordered:
+            lines.append(base.format(sampler="-") + " not measured | | | |")
+        for row in ordered:
+            sampler = ("one pass (1)" if info["kind"] != "ddpm"
+                       else f"{row['sampler'].upper()} {row['steps']} ({row['nfe_per_sample']})")
+            if row is not default:
+                sampler += ", not the default"
+            lines.append(base.format(sampler=sampler) +
+                         f" {row['fid']:.1f} ({row['n']}) | {row['classes_covered']} | "
+                         f"{row['normalized_entropy']:.3f} | {_fmt(row.get('samples_per_s'), '.3g')} |")
+    return "\n".join(lines)
+
+
+CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
+
+
+def write_model_card(path, table: str) -> Path:
+    """Put ``table`` into the markdown file at ``path``: between the model-card markers when the
+    file has them (the prose around stays), else as the whole file."""
+    path = Path(path)
+    block = f"{CARD_START}\n{table}\n{CARD_END}"
+    text = path.read_text() if path.exists() else ""
+    if CARD_START in text and CARD_END in text:
+        before, rest = text.split(CARD_START, 1)
+        text = before + block + rest.split(CARD_END, 1)[1]
+    else:
+        text = block + "\n"
+    path.write_text(text)
+    return path
