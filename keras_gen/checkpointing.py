@@ -156,7 +156,7 @@ class CheckpointStore:
                 value = arrays[f"{group}/{i:05d}"]
                 if tuple(value.shape) != tuple(variable.shape):
                     raise ValueError(f"checkpoint variable {group}/{i} has shape {value.shape}, the model's "
-                                     f"{variable.path} has {tuple(variable.shape)}: a different model")
+                                     f"{getattr(variable, 'path', variable.name)} has {tuple(variable.shape)}: a different model")
                 variable.assign(value)
 
 
@@ -178,9 +178,9 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     ``state`` is the progress to continue from (zeros for a new run); ``clock()`` gives the
     cumulative training seconds; ``extra_state()`` optionally returns JSON-able state to keep
-    under state["extra"] (e.g. a host RNG's state). A non-finite
-    loss stops training before anything is saved, so the last checkpoint stays the good one; the
-    run then raises TrainingDiverged (see ``check``).
+    under state["extra"] (e.g. a host RNG's state). A non-finite loss raises TrainingDiverged at
+    once, before anything else is saved, so the last checkpoint stays the good one. Put it
+    right after WallClock, before callbacks that write per-epoch files.
     """
 
     def __init__(self, store: CheckpointStore, steps_per_epoch: int, *, every_steps: int = 500,
@@ -190,7 +190,6 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.state = dict(state)
         self.history_csv = Path(history_csv)
         self.clock, self.variables_fn, self.extra_state = clock, variables_fn, extra_state
-        self.diverged = None
 
     def _save(self):
         self.state["wall_seconds"] = self.clock()
@@ -198,12 +197,17 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self.state["extra"] = self.extra_state()
         self.store.save((self.variables_fn or training_variables)(self.model), self.state)
 
+    def _diverged(self, keys, epoch, step):
+        last = self.store.load_state()
+        kept = (f"the last good checkpoint (step {last['global_step']}, epoch {last['epoch'] + 1}) is "
+                f"kept in {self.store.directory}" if last else "no checkpoint had been written yet")
+        raise TrainingDiverged(f"{', '.join(keys)} became NaN/Inf at epoch {epoch}, step {step}; "
+                               f"training stopped and {kept}. Try a lower learning rate or float32.")
+
     def on_train_batch_end(self, batch, logs=None):
         bad = nonfinite_losses(logs)
         if bad:
-            self.diverged = (self.state["epoch"] + 1, self.state["step_in_epoch"] + 1, bad)
-            self.model.stop_training = True
-            return
+            self._diverged(bad, self.state["epoch"] + 1, self.state["step_in_epoch"] + 1)
         self.state["step_in_epoch"] += 1
         self.state["global_step"] += 1
         if self.every_steps and self.state["global_step"] % self.every_steps == 0 \
@@ -211,21 +215,10 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.diverged or nonfinite_losses(logs):
-            self.diverged = self.diverged or (epoch + 1, self.state["step_in_epoch"], nonfinite_losses(logs))
-            self.model.stop_training = True
-            return
+        bad = nonfinite_losses(logs)
+        if bad:
+            self._diverged(bad, epoch + 1, self.state["step_in_epoch"])
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         self.state.update(epoch=epoch + 1, step_in_epoch=0, history=self.state["history"] + [row])
         self._save()
         write_history_csv(self.state["history"], self.history_csv)
-
-    def check(self):
-        """Raise TrainingDiverged if a loss went non-finite (call after training returns)."""
-        if self.diverged:
-            epoch, step, keys = self.diverged
-            last = self.store.load_state()
-            kept = (f"the last good checkpoint (epoch {last['epoch']}, step {last['global_step']}) is "
-                    f"kept in {self.store.directory}" if last else "no checkpoint had been written yet")
-            raise TrainingDiverged(f"{', '.join(keys)} became NaN/Inf at epoch {epoch}, step {step}; "
-                                   f"training stopped and {kept}. Lower the learning rate or use float32.")

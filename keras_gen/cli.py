@@ -17,6 +17,13 @@ class CLIError(Exception):
     """A user error: reported as one line on stderr, exit code 2."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports misuse in one line (no usage block), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -57,7 +64,6 @@ def cmd_data_info(args):
 # ------------------------------------------------------------------------------------- train
 
 def cmd_train(args):
-    from keras_gen.checkpointing import TrainingDiverged
     from keras_gen.presets import get_preset
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
@@ -75,9 +81,6 @@ def cmd_train(args):
                         checkpoint_every=args.checkpoint_every)
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-    except TrainingDiverged as exc:
-        print(f"keras-gen: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
     config = summary["train_config"]
     print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
           f" outputs in {args.out}:")
@@ -103,7 +106,7 @@ def cmd_sample(args):
 # ------------------------------------------------------------------------------------- evaluate
 
 def cmd_train_classifier(argv):
-    parser = argparse.ArgumentParser(prog="keras-gen evaluate train-classifier",
+    parser = OneLineParser(prog="keras-gen evaluate train-classifier",
                                      description="train the feature/label classifier the metrics use")
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--epochs", type=positive_int)
@@ -191,7 +194,7 @@ def cmd_demo(args):
 # ------------------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="keras-gen",
         description="Train, sample, evaluate and export the VAE, DCGAN and DDPM of "
                     "'Generating Images using VAEs, GANs, and Diffusion Models'.")
@@ -275,17 +278,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probes) would bury our one-line messages;
+    # set before TensorFlow loads (the caller's own setting wins).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "evaluate":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
+    from keras_gen.checkpointing import TrainingDiverged
     from keras_gen.data.sources import DataError
     try:
         args.func(args)
     except (CLIError, DataError) as exc:
         print(f"keras-gen: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:  # not misuse: the run itself failed
+        print(f"keras-gen: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("keras-gen: interrupted", file=sys.stderr)
         return 130

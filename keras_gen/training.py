@@ -272,7 +272,8 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
 
     Checkpoints go to out_dir/resume every ``checkpoint_every`` steps and at each epoch end;
     ``resume=True`` continues an interrupted run from the latest one, with the configuration it
-    was started with (``config`` is then ignored). A NaN/Inf loss raises TrainingDiverged.
+    was started with (``config`` is then ignored). A NaN/Inf loss raises TrainingDiverged
+    (keras_gen.checkpointing) and leaves the last good checkpoint.
     """
     spec = SPECS[kind]
     out = Path(out_dir)
@@ -308,14 +309,13 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
                                      state=state, history_csv=out / "history.csv", clock=clock.elapsed,
                                      variables_fn=lambda m: training_variables(m, extra_optimizers),
                                      extra_state=(lambda: {"rng": trainer.rng_state}) if trainer else None)
-    callbacks = [SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples", draw_initial=not resume),
-                 clock, EpochSnapshots(out / "checkpoints"), checkpoint]
+    callbacks = [clock, checkpoint, EpochSnapshots(out / "checkpoints"),
+                 SampleGrid(lambda n, seed: model.sample(n, seed), out / "samples", draw_initial=not resume)]
     for phase in plan_phases(config["epochs"], config["steps_per_epoch"], state["epoch"], state["step_in_epoch"]):
         dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
                                seed=config["seed"], limit=config.get("limit"), epochs=phase.last,
                                start_epoch=phase.first, skip_batches=phase.skip, **options)
         spec.fit(model, dataset, phase, callbacks, verbose, trainer)
-        checkpoint.check()
     wall = clock.elapsed()
     steps = config["epochs"] * config["steps_per_epoch"]
     history = {k: [row.get(k) for row in checkpoint.state["history"]]

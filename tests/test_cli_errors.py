@@ -1,0 +1,85 @@
+"""Every kind of bad input to the command line ends in exit code 2 and one readable line.
+
+Table-driven: each row is an argv (with {export}, {ddpm}, {tmp} placeholders) and a piece of the
+message the user must see. The command runs in-process through ``keras_gen.cli.main``; none of
+these reaches any training, so the table is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from keras_gen.cli import main
+
+SHIPPED = Path(__file__).resolve().parent.parent / "saved_models"
+
+BAD_INPUTS = [
+    # numbers that must be positive
+    (["train", "vae", "--out", "{tmp}/o", "--epochs", "0"], "--epochs: must be a positive integer, got 0"),
+    (["train", "vae", "--out", "{tmp}/o", "--epochs", "-2"], "--epochs: must be a positive integer, got -2"),
+    (["train", "dcgan", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["train", "vae", "--out", "{tmp}/o", "--latent-dim", "-1"], "--latent-dim: must be a positive integer"),
+    (["train", "ddpm", "--out", "{tmp}/o", "--timesteps", "0"], "--timesteps: must be a positive integer"),
+    (["train", "vae", "--out", "{tmp}/o", "--epochs", "two"], "'two' is not an integer"),
+    (["sample", "{ddpm}", "--steps", "0"], "--steps: must be a positive integer, got 0"),
+    (["sample", "{export}", "--n", "0"], "--n: must be a positive integer, got 0"),
+    (["evaluate", "{export}", "--n", "-5"], "--n: must be a positive integer"),
+    # unknown names
+    (["train", "vae", "--out", "{tmp}/o", "--dataset", "cifar10"], "invalid choice: 'cifar10'"),
+    (["train", "vae", "--out", "{tmp}/o", "--preset", "huge"], "unknown preset 'huge' for vae"),
+    (["train", "gan", "--out", "{tmp}/o"], "invalid choice: 'gan'"),
+    (["sample", "{ddpm}", "--sampler", "euler"], "invalid choice: 'euler'"),
+    (["train", "vae"], "the following arguments are required: --out"),
+    # DDIM steps beyond the model's T, and sampler options on models without them
+    (["sample", "{ddpm}", "--steps", "5000", "--out", "{tmp}/s.png"], "DDIM steps must be in [1, 1000]"),
+    (["sample", "{ddpm}", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/s.png"],
+     "the DDPM sampler runs all T steps"),
+    (["sample", "{export}", "--steps", "5", "--out", "{tmp}/s.png"], "sampler/steps apply to DDPM exports"),
+    # absurd image counts: capped, and said so
+    (["sample", "{export}", "--n", "100000", "--out", "{tmp}/s.png"], "1 to 4096 images per call, got 100000"),
+    # paths that are not exported models
+    (["sample", "{tmp}/missing"], "missing does not exist"),
+    (["sample", "{tmp}/empty_dir"], "is not an exported SavedModel (no saved_model.pb)"),
+    (["sample", "{tmp}/not_a_model.txt"], "is neither an exported SavedModel directory nor a .keras file"),
+    (["sample", "{tmp}/no_assets"], "has no assets/keras_gen.json: not a keras_gen export"),
+    (["sample", "{tmp}/newer"], "was exported by a newer keras_gen (format 99 > 1)"),
+    (["evaluate", "{tmp}/empty_dir", "--n", "10"], "is not an exported SavedModel"),
+    # resuming
+    (["train", "vae", "--out", "{tmp}/fresh", "--resume"], "nothing to resume"),
+    (["train", "vae", "--out", "{tmp}/o", "--resume", "--epochs", "3"], "drop --epochs"),
+    # unusable output folder: refused before any training
+    (["train", "vae", "--out", "{tmp}/not_a_model.txt/run"], "is not writable"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_paths(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bad_inputs")
+    (tmp / "empty_dir").mkdir()
+    (tmp / "not_a_model.txt").write_text("hello")
+    shutil.copytree(SHIPPED / "vae", tmp / "no_assets")
+    shutil.rmtree(tmp / "no_assets" / "assets")
+    shutil.copytree(SHIPPED / "vae", tmp / "newer")
+    asset = tmp / "newer" / "assets" / "keras_gen.json"
+    asset.write_text(json.dumps({**json.loads(asset.read_text()), "format_version": 99}))
+    return {"tmp": str(tmp), "export": str(SHIPPED / "vae"), "ddpm": str(SHIPPED / "ddpm")}
+
+
+@pytest.mark.parametrize("argv, message", BAD_INPUTS, ids=[" ".join(a[:3]) + f" #{i}" for i, (a, _) in
+                                                          enumerate(BAD_INPUTS)])
+def test_bad_input_exits_2_with_one_line(bad_paths, capsys, argv, message):
+    argv = [a.format(**bad_paths) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse reports misuse by exiting
+        code = exc.code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured.err
+    assert len(lines) == 1, captured.err  # one line: no usage block, no traceback
+    assert "error:" in lines[0] and message in lines[0], lines[0]
+    assert "Traceback" not in captured.err + captured.out
