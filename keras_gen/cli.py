@@ -103,6 +103,15 @@ def cmd_sample(args):
     print(f"wrote {args.out} ({len(images)} images)")
 
 
+def cmd_export(args):
+    from keras_gen.export import export_keras_file
+    try:
+        path = export_keras_file(args.path, args.out)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"exported {args.path} -> {path}")
+
+
 # ------------------------------------------------------------------------------------- evaluate
 
 def cmd_train_classifier(argv):
@@ -240,6 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="DDPM only")
     sample.add_argument("--steps", type=positive_int, help="DDPM only: sampling steps")
     sample.set_defaults(func=cmd_sample)
+
+    export = sub.add_parser("export", help="export a .keras model file as a SavedModel")
+    export.add_argument("path", help="a .keras file (a run's model.keras or checkpoints/epoch_XXX.keras)")
+    export.add_argument("--out", required=True, help="SavedModel directory to write (replaced atomically)")
+    export.set_defaults(func=cmd_export)
 
     evaluate = sub.add_parser(
         "evaluate", help="measure quality, speed and coverage of exported models (the trilemma); "

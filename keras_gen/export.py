@@ -54,6 +54,25 @@ def export_saved_model(model, path, *, metadata=None):
     return path
 
 
+def export_keras_file(keras_path, path) -> Path:
+    """Export a saved ``.keras`` model (e.g. a run's model.keras or an epoch checkpoint) to ``path``.
+
+    The training facts of the run (dataset, preset, config, steps, wall time, machine) are taken
+    from the ``summary.json`` that ``keras-gen train`` writes beside model.keras, when present.
+    """
+    keras_path = Path(keras_path)
+    if keras_path.suffix != ".keras" or not keras_path.is_file():
+        raise ValueError(f"{keras_path} is not a .keras file")
+    import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
+    model = keras.models.load_model(keras_path)
+    metadata = {}
+    summary = keras_path.parent / "summary.json"
+    if summary.exists():
+        facts = json.loads(summary.read_text())
+        metadata = {k: facts[k] for k in ("dataset", "preset", "train_config", "training", "machine") if k in facts}
+    return export_saved_model(model, path, metadata=metadata)
+
+
 def _replace_dir(new: Path, target: Path):
     """Move ``new`` to ``target``; an existing target is swapped out first and removed after."""
     old = None

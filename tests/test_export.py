@@ -324,3 +324,20 @@ def test_cli_sample_writes_a_grid(cli_runs, name):
         else cli_runs.root / "alternating_keras.png"
     assert_png(target)
     assert "(16 images)" in result.stdout
+
+
+def test_export_command_turns_a_keras_file_into_a_served_export(tiny_vae_run, tmp_path, capsys):
+    from keras_gen.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_vae_run.model.save(run_dir / "model.keras")
+    facts = {"dataset": "mnist", "preset": "tiny", "training": {"epochs": 3, "wall_seconds": 1.5}}
+    (run_dir / "summary.json").write_text(json.dumps({**facts, "outputs": {}}))
+    assert main(["export", str(run_dir / "model.keras"), "--out", str(tmp_path / "exported")]) == 0
+    info = read_export_info(tmp_path / "exported")
+    assert {k: info[k] for k in facts} == facts and "outputs" not in info  # the run's facts, only those
+    np.testing.assert_allclose(served(tmp_path / "exported"), np.asarray(tiny_vae_run.model.sample(3, 5)),
+                               atol=1e-6)
+    assert main(["export", str(run_dir / "summary.json"), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a .keras file" in capsys.readouterr().err
