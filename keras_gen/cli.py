@@ -78,7 +78,7 @@ def cmd_train(args):
     try:
         config = get_preset(args.model, args.preset, **overrides)
         summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
-                        checkpoint_every=args.checkpoint_every)
+                        checkpoint_every=args.checkpoint_every, strategy=args.strategy)
     except (OSError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     config = summary["train_config"]
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
     train.add_argument("--loop", choices=["fit", "alternating"],
                        help="DCGAN: fused fit (default) or the article's train_on_batch loop")
+    train.add_argument("--strategy", choices=["default", "mirrored", "multiworker", "tpu"], default="default",
+                       help="tf.distribute strategy: mirrored = all local GPUs (or CPU devices), "
+                            "multiworker = the cluster in TF_CONFIG; --batch-size is global")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its latest checkpoint")
     train.add_argument("--checkpoint-every", type=positive_int, default=500,

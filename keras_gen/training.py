@@ -34,6 +34,7 @@ from keras_gen.callbacks import EpochSnapshots, SampleGrid, WallClock
 from keras_gen.checkpointing import (CheckpointStore, ResumableCheckpoint, atomic_write_bytes,
                                      build_optimizers, save_keras_atomically, training_variables)
 from keras_gen.data import load_dataset, make_dataset, preprocess_images, steps_per_epoch
+from keras_gen.distribute import make_strategy
 from keras_gen.export import export_saved_model
 from keras_gen.plotting import (forward_process_strip, image_grid, latent_manifold, latent_scatter,
                                 loss_curves, reverse_engineering, reverse_process_strip)
@@ -225,6 +226,23 @@ def check_writable(out_dir: Path):
         raise OSError(f"output folder {out_dir} is not writable: {exc}") from exc
 
 
+def prepare_model(kind: str, config: dict):
+    """The built and compiled model of ``kind`` (and its custom-loop trainer, if any).
+
+    Call inside the strategy's scope. The optimizers' variables are created here rather than on
+    the first step: under a tf.distribute strategy, creating them inside the compiled step fails,
+    and a resume needs them to exist before restoring. (The alternating loop's own optimizers are
+    built by its trainer; the model's are then unused.)
+    """
+    spec = SPECS[kind]
+    model = spec.build(config)
+    spec.compile(model, config)
+    trainer = spec.trainer(model, config)
+    if trainer is None:
+        build_optimizers(model)
+    return model, trainer
+
+
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """A stretch of training in one fit call: epochs [first, last), the first ``skip`` batches
@@ -267,13 +285,16 @@ def start_state(store: CheckpointStore, config: dict, resume: bool) -> dict:
             "config": config}
 
 
-def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoint_every=500) -> dict:
+def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoint_every=500,
+          strategy: str = "default") -> dict:
     """Run one training job; returns the summary (also written to out_dir/summary.json).
 
     Checkpoints go to out_dir/resume every ``checkpoint_every`` steps and at each epoch end;
     ``resume=True`` continues an interrupted run from the latest one, with the configuration it
     was started with (``config`` is then ignored). A NaN/Inf loss raises TrainingDiverged
-    (keras_gen.checkpointing) and leaves the last good checkpoint.
+    (keras_gen.checkpointing) and leaves the last good checkpoint. ``strategy`` names the
+    tf.distribute strategy (keras_gen.distribute); the batch size stays the global one. Under
+    "multiworker" every worker runs this with its own ``out_dir`` (the chief's is the one to keep).
     """
     spec = SPECS[kind]
     out = Path(out_dir)
@@ -289,16 +310,16 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     num_images = min(len(images), config.get("limit") or len(images))
     config["steps_per_epoch"] = steps_per_epoch(num_images, config["batch_size"],
                                                 options.get("drop_remainder", False))
-    model = spec.build(config)
-    spec.compile(model, config)
-    trainer = spec.trainer(model, config)
-    extra_optimizers = trainer.optimizers if trainer else None
+    config["strategy"] = strategy
+    distribution = make_strategy(strategy)
+    with distribution.scope():
+        model, trainer = prepare_model(kind, config)
+        extra_optimizers = trainer.optimizers if trainer else None
+        if resume:
+            if trainer:
+                trainer.build_optimizers()
+            store.restore(training_variables(model, extra_optimizers), state)
     if resume:
-        if trainer:  # the custom loop's optimizers (the model's own stay unused and unbuilt)
-            trainer.build_optimizers()
-        else:
-            build_optimizers(model)
-        store.restore(training_variables(model, extra_optimizers), state)
         if trainer:
             trainer.rng_state = state["extra"]["rng"]
         state["resumes"] = state.get("resumes", 0) + 1

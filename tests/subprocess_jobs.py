@@ -10,11 +10,13 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def start(cmd, log_dir: Path, name: str, cwd: Path):
-    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr)."""
+def start(cmd, log_dir: Path, name: str, cwd: Path, env=None):
+    """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr).
+
+    ``env``: variables to add to the child's environment."""
     out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
     with open(out, "w") as fo, open(err, "w") as fe:
-        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=child_env())
+        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env={**child_env(), **(env or {})})
     return process, out, err
 
 
@@ -29,10 +31,12 @@ def finish(job, timeout=420):
     return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
 
 
-def run_all(named_cmds, log_dir, cwd):
-    """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}."""
-    jobs = {name: start(cmd, log_dir, name, cwd) for name, cmd in named_cmds.items()}
-    return {name: finish(job) for name, job in jobs.items()}
+def run_all(named_cmds, log_dir, cwd, envs=None, timeout=420):
+    """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}.
+
+    ``envs``: {name: extra environment variables} for some of the commands."""
+    jobs = {name: start(cmd, log_dir, name, cwd, (envs or {}).get(name)) for name, cmd in named_cmds.items()}
+    return {name: finish(job, timeout) for name, job in jobs.items()}
 
 
 def explain(result):

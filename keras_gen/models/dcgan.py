@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras import layers, ops
 from tqdm.auto import tqdm
 
+from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -55,6 +56,12 @@ def build_discriminator() -> keras.Model:
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
+def bce(targets, probabilities):
+    """Batch-mean binary cross-entropy (a plain function: keras.losses.BinaryCrossentropy
+    objects rescale themselves under tf.distribute, which replica_share does explicitly here)."""
+    return ops.mean(keras.losses.binary_crossentropy(targets, probabilities))
+
+
 class DCGAN(keras.Model):
     """Generator + discriminator with a fused adversarial ``train_step`` (images in [-1, 1]).
 
@@ -75,7 +82,6 @@ class DCGAN(keras.Model):
         self.generator = build_generator(self.latent_dim, self.article_relu)
         self.discriminator = build_discriminator()
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.bce = keras.losses.BinaryCrossentropy()
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
         self.built = True  # both networks are functional models, built at construction
@@ -128,16 +134,16 @@ class DCGAN(keras.Model):
             fake = self.generator(z, training=True)
             p_real = self.discriminator(real, training=True)
             p_fake = self.discriminator(fake, training=True)
-            d_loss = 0.5 * (self.bce(ops.ones_like(p_real), p_real) + self.bce(ops.zeros_like(p_fake), p_fake))
-            d_scaled = self.d_optimizer.scale_loss(d_loss)
+            d_loss = 0.5 * (bce(ops.ones_like(p_real), p_real) + bce(ops.zeros_like(p_fake), p_fake))
+            d_scaled = self.d_optimizer.scale_loss(replica_share(d_loss))
         d_vars = self.discriminator.trainable_weights
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
             p_gen = self.discriminator(self.generator(z, training=True), training=True)
-            g_loss = self.bce(ops.ones_like(p_gen), p_gen)
-            g_scaled = self.g_optimizer.scale_loss(g_loss)
+            g_loss = bce(ops.ones_like(p_gen), p_gen)
+            g_scaled = self.g_optimizer.scale_loss(replica_share(g_loss))
         g_vars = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
@@ -145,7 +151,7 @@ class DCGAN(keras.Model):
         self.trackers["g_loss"].update_state(g_loss)
         self.trackers["d_real_acc"].update_state(ops.mean(ops.cast(p_real > 0.5, "float32")))
         self.trackers["d_fake_acc"].update_state(ops.mean(ops.cast(p_fake < 0.5, "float32")))
-        return {name: m.result() for name, m in self.trackers.items()}
+        return step_logs({name: m.result() for name, m in self.trackers.items()})
 
     def get_config(self):
         return {**super().get_config(), "latent_dim": self.latent_dim,

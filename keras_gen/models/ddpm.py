@@ -17,6 +17,7 @@ from keras import ops
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.diffusion import samplers
 from keras_gen.layers.unet import UNet
+from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
 DATA_MODES = ("pad", "resize")
@@ -105,17 +106,17 @@ class DDPM(keras.Model):
         x0 = data[0] if isinstance(data, (tuple, list)) else data
         with tf.GradientTape() as tape:
             loss = self.diffusion_loss(x0)
-            scaled = self.optimizer.scale_loss(loss)
+            scaled = self.optimizer.scale_loss(replica_share(loss))
         weights = self.unet.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
         self.update_ema()
         self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+        return step_logs({"loss": self.loss_tracker.result()})
 
     def test_step(self, data):
         x0 = data[0] if isinstance(data, (tuple, list)) else data
         self.loss_tracker.update_state(self.diffusion_loss(x0, training=False))
-        return {"loss": self.loss_tracker.result()}
+        return step_logs({"loss": self.loss_tracker.result()})
 
     def update_ema(self):
         """ema = d * ema + (1 - d) * w, with d warmed up as min(decay, (1 + n) / (10 + n))."""

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -135,13 +136,13 @@ class VAE(keras.Model):
         self.loss_tracker.update_state(total)
         self.reconstruction_tracker.update_state(reconstruction)
         self.kl_tracker.update_state(kl)
-        return {m.name: m.result() for m in self.metrics}
+        return step_logs({m.name: m.result() for m in self.metrics})
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
         with tf.GradientTape() as tape:
             total, reconstruction, kl = self.loss_terms(x)
-            scaled = self.optimizer.scale_loss(total)
+            scaled = self.optimizer.scale_loss(replica_share(total))
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self._update_trackers(total, reconstruction, kl)
