@@ -295,9 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probes) would bury our one-line messages;
-    # set before TensorFlow loads (the caller's own setting wins).
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "evaluate":

@@ -59,17 +59,33 @@ def export_keras_file(keras_path, path) -> Path:
 
     The training facts of the run (dataset, preset, config, steps, wall time, machine) are taken
     from the ``summary.json`` that ``keras-gen train`` writes beside model.keras, when present.
+    For an epoch checkpoint (``<run>/checkpoints/epoch_XXX.keras``) the epochs, steps, wall time
+    and metrics are those at the end of that epoch, from the run's history.csv.
     """
+    import csv
+
     keras_path = Path(keras_path)
     if keras_path.suffix != ".keras" or not keras_path.is_file():
         raise ValueError(f"{keras_path} is not a .keras file")
     import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
     model = keras.models.load_model(keras_path)
+    epoch_file = keras_path.parent.name == "checkpoints" and keras_path.stem.startswith("epoch_")
+    run_dir = keras_path.parent.parent if epoch_file else keras_path.parent
     metadata = {}
-    summary = keras_path.parent / "summary.json"
-    if summary.exists():
-        facts = json.loads(summary.read_text())
+    if (run_dir / "summary.json").exists():
+        facts = json.loads((run_dir / "summary.json").read_text())
         metadata = {k: facts[k] for k in ("dataset", "preset", "train_config", "training", "machine") if k in facts}
+    if epoch_file and metadata and (run_dir / "history.csv").exists():
+        epochs = int(keras_path.stem.split("_")[1])
+        with open(run_dir / "history.csv") as f:
+            row = next(r for r in csv.DictReader(f) if int(r["epoch"]) + 1 == epochs)
+        steps_per_epoch = metadata["training"]["steps"] // metadata["training"]["epochs"]
+        metadata["training"] = {"epochs": epochs, "steps": epochs * steps_per_epoch,
+                                "wall_seconds": round(float(row["wall_seconds"]), 1),
+                                "final_metrics": {k: float(v) for k, v in row.items()
+                                                  if k not in ("epoch", "wall_seconds") and v not in ("", "NA")},
+                                "checkpoint_of": f"{metadata['training']['epochs']}-epoch run"}
+        metadata["train_config"] = {**metadata.get("train_config", {}), "epochs": epochs}
     return export_saved_model(model, path, metadata=metadata)
 
 

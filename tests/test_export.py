@@ -341,3 +341,19 @@ def test_export_command_turns_a_keras_file_into_a_served_export(tiny_vae_run, tm
                                atol=1e-6)
     assert main(["export", str(run_dir / "summary.json"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a .keras file" in capsys.readouterr().err
+
+
+def test_exporting_an_epoch_checkpoint_records_that_epoch(tiny_vae_run, tmp_path):
+    from keras_gen.export import export_keras_file
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    tiny_vae_run.model.save(run_dir / "checkpoints" / "epoch_002.keras")
+    (run_dir / "summary.json").write_text(json.dumps({
+        "dataset": "mnist", "preset": "tiny", "train_config": {"epochs": 3, "latent_dim": 2},
+        "training": {"epochs": 3, "steps": 24, "wall_seconds": 9.0}}))
+    (run_dir / "history.csv").write_text("epoch,loss,wall_seconds\n0,5.0,3.0\n1,4.0,6.5\n2,3.0,9.0\n")
+    info = read_export_info(export_keras_file(run_dir / "checkpoints" / "epoch_002.keras", tmp_path / "e2"))
+    assert info["training"]["epochs"] == 2 and info["training"]["steps"] == 16
+    assert info["training"]["wall_seconds"] == 6.5 and info["training"]["final_metrics"] == {"loss": 4.0}
+    assert info["train_config"] == {"epochs": 2, "latent_dim": 2}

@@ -55,13 +55,13 @@ def build_discriminator() -> keras.Model:
     return keras.Model(x_in, x, name="discriminator")
 
 
-@keras.saving.register_keras_serializable(package="keras_gen")
 def bce(targets, probabilities):
     """Batch-mean binary cross-entropy (a plain function: keras.losses.BinaryCrossentropy
     objects rescale themselves under tf.distribute, which replica_share does explicitly here)."""
     return ops.mean(keras.losses.binary_crossentropy(targets, probabilities))
 
 
+@keras.saving.register_keras_serializable(package="keras_gen")
 class DCGAN(keras.Model):
     """Generator + discriminator with a fused adversarial ``train_step`` (images in [-1, 1]).
 
