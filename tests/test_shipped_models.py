@@ -81,8 +81,9 @@ def test_shipped_model_assets_are_complete(kind):
     assert "serving_default" in info["signatures"]
     evaluation = info["evaluation"]
     assert evaluation["dataset"] == "mnist" and evaluation["classifier"]["test_accuracy"] > 0.99
-    for row in evaluation["rows"]:
-        assert row["n"] >= 1000 and row["fid"] > 0 and row["samples_per_s"] > 0
+    for row in evaluation["rows"]:  # the 1000-step sampler is scored on fewer samples
+        assert row["n"] >= (64 if row["sampler"] == "ddpm" else 1000)
+        assert row["fid"] > 0 and row["samples_per_s"] > 0
         assert 1 <= row["classes_covered"] <= 10 and 0 <= row["normalized_entropy"] <= 1
     samplers = {(row["sampler"], row["steps"]) for row in evaluation["rows"]}
     if kind == "ddpm":  # the default sampler (DDIM at the recorded steps) is among the rows
