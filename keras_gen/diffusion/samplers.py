@@ -12,6 +12,10 @@ predictor):
 Randomness is stateless: the noise added at timestep t is
 ``tf.random.stateless_normal(shape, seed=[seed, t + 1])`` and `initial_noise` uses
 ``seed=[seed, 0]``, so a seed gives the same images in both drivers, on every call.
+
+Conditioning: every driver takes ``cond``, a tuple of tensors passed on to the noise predictor as
+``eps_fn(x_t, t_batch, *cond)`` (e.g. class labels and a guidance scale); being step inputs, new
+values do not retrace the compiled step.
 """
 
 from __future__ import annotations
@@ -143,9 +147,9 @@ def initial_noise(shape, seed):
     return tf.random.stateless_normal(shape, seed=tf.stack([tf.cast(seed, tf.int32), 0]))
 
 
-def _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed):
+def _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed, cond=()):
     """One network evaluation and one sampler step at scalar int32 tensors t, t_prev."""
-    eps = tf.cast(eps_fn(x, tf.fill([tf.shape(x)[0]], t)), x.dtype)
+    eps = tf.cast(eps_fn(x, tf.fill([tf.shape(x)[0]], t), *cond), x.dtype)
     noise = tf.random.stateless_normal(tf.shape(x), seed=tf.stack([seed, t + 1]), dtype=x.dtype)
     if sampler == "ddpm":
         return ddpm_step(schedule, eps, t, x, noise)
@@ -165,10 +169,10 @@ def _compiled_step(eps_fn, schedule, sampler):
         return cache[key]
 
     @tf.function(reduce_retracing=True)
-    def step(x, t, t_prev, eta, seed):
+    def step(x, t, t_prev, eta, seed, cond):
         global step_trace_count
         step_trace_count += 1
-        return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed)
+        return _reverse_step(eps_fn, schedule, sampler, x, t, t_prev, eta, seed, cond)
 
     try:
         if cache is None:
@@ -204,7 +208,7 @@ def _chain(sampler, t_start, steps):
 
 
 def denoise_from(eps_fn, x_t, t_start, schedule, sampler="ddpm", steps=None, eta=0.0, seed=None,
-                 progress=True, return_trajectory=False):
+                 progress=True, return_trajectory=False, cond=()):
     """Run the reverse chain from timestep ``t_start`` down to x_0.
 
     This is the article's "reverse engineering" experiment when ``x_t`` comes from
@@ -223,6 +227,7 @@ def denoise_from(eps_fn, x_t, t_start, schedule, sampler="ddpm", steps=None, eta
         seed: int in [0, 2**31 - 1] or None (a random seed). Same seed, same result.
         progress: bool. Show a tqdm bar over steps.
         return_trajectory: bool. Also return every intermediate x.
+        cond: tuple of tensors passed on as ``eps_fn(x_t, t_batch, *cond)``. Defaults to ().
 
     Returns:
         x_0 as a float32 tensor, or ``(x_0, trajectory)`` where trajectory is a NumPy array
@@ -239,17 +244,18 @@ def denoise_from(eps_fn, x_t, t_start, schedule, sampler="ddpm", steps=None, eta
     x = tf.cast(x_t, tf.float32)
     eta = tf.constant(eta, tf.float32)
     seed = tf.constant(seed, tf.int32)
+    cond = tuple(tf.convert_to_tensor(c) for c in cond)
     trajectory = [x.numpy()] if return_trajectory else None
     for t, t_prev in tqdm(zip(ts, t_prevs), total=len(ts), desc=f"{sampler} sampling",
                           unit="step", disable=not progress):
-        x = step(x, tf.constant(t), tf.constant(t_prev), eta, seed)
+        x = step(x, tf.constant(t), tf.constant(t_prev), eta, seed, cond)
         if return_trajectory:
             trajectory.append(x.numpy())
     return (x, np.stack(trajectory)) if return_trajectory else x
 
 
 def sample(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=None, progress=True,
-           return_trajectory=False):
+           return_trajectory=False, cond=()):
     """Generate x_0 from noise x_T by running the whole reverse process.
 
     ``sampler="ddpm"``: Ho et al. Algorithm 2 over all T timesteps (T network passes).
@@ -261,7 +267,7 @@ def sample(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=None
         eps_fn: callable ``eps_fn(x_t, t_batch) -> eps`` with ``t_batch`` int32 (B,).
         x_T: float array or tensor (B, H, W, C) of standard normal noise.
         schedule: `NoiseSchedule`.
-        sampler, steps, eta, seed, progress, return_trajectory: as in `denoise_from`.
+        sampler, steps, eta, seed, progress, return_trajectory, cond: as in `denoise_from`.
 
     Returns:
         x_0 (float32 tensor), or ``(x_0, trajectory)`` with trajectory (n_steps + 1, B, H, W, C).
@@ -271,11 +277,12 @@ def sample(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=None
         >>> images = sample(lambda x, t: unet((x, t)), x_T, schedule, "ddim", steps=50, seed=0)
     """
     return denoise_from(eps_fn, x_T, schedule.timesteps - 1, schedule, sampler=sampler, steps=steps,
-                        eta=eta, seed=seed, progress=progress, return_trajectory=return_trajectory)
+                        eta=eta, seed=seed, progress=progress, return_trajectory=return_trajectory,
+                        cond=cond)
 
 
 def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, seed=0,
-                 return_trajectory=False):
+                 return_trajectory=False, cond=()):
     """`sample` as one graph loop (`tf.while_loop`), for use inside an exported `tf.function`.
 
     Gives the same images as `sample` for the same ``x_T`` and ``seed``. ``steps``, ``eta`` and
@@ -288,6 +295,7 @@ def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, see
         eta: float or scalar float tensor. DDIM stochasticity.
         seed: int or scalar int tensor.
         return_trajectory: bool. Also return every intermediate x as one tensor.
+        cond: tuple of tensors passed on as ``eps_fn(x_t, t_batch, *cond)``.
 
     Returns:
         x_0, float32 tensor shaped like ``x_T``, or ``(x_0, trajectory)`` with trajectory
@@ -307,7 +315,7 @@ def sample_graph(eps_fn, x_T, schedule, sampler="ddpm", steps=None, eta=0.0, see
     trajectory = tf.TensorArray(tf.float32, size=tf.size(ts) + 1, element_shape=x_T.shape).write(0, x_T)
 
     def body(i, x, trajectory):
-        x = _reverse_step(eps_fn, schedule, sampler, x, ts[i], t_prevs[i], eta, seed)
+        x = _reverse_step(eps_fn, schedule, sampler, x, ts[i], t_prevs[i], eta, seed, cond)
         return i + 1, x, trajectory.write(i + 1, x) if return_trajectory else trajectory
 
     _, x, trajectory = tf.while_loop(lambda i, *_: i < tf.size(ts), body, (tf.constant(0), x_T, trajectory))

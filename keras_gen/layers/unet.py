@@ -256,6 +256,10 @@ class UNet(keras.Model):
         resnet_groups: int. GroupNorm groups; must divide ``dim * m`` for every m. Defaults to 8.
         attn_heads: int. Heads of every attention layer. Defaults to 4.
         attn_dim_head: int. Features per head. Defaults to 32.
+        num_classes: int or None. With C classes the U-Net is class-conditional: call it as
+            ``unet((x, t, y))`` with int labels ``y`` (B,) in [0, C], where C is the "null" class
+            (no label, for classifier-free guidance); an Embedding(C + 1, 4 dim) of y is added to
+            the time embedding. None (default): unconditional, ``unet((x, t))``.
 
     Example:
         >>> unet = UNet(dim=32, dim_mults=(1, 2, 2), attention_levels=(False, True, True))
@@ -263,7 +267,7 @@ class UNet(keras.Model):
     """
 
     def __init__(self, dim=64, dim_mults=(1, 2, 4, 8), channels=1, attention_levels=None,
-                 resnet_groups=8, attn_heads=4, attn_dim_head=32, **kwargs):
+                 resnet_groups=8, attn_heads=4, attn_dim_head=32, num_classes=None, **kwargs):
         super().__init__(**kwargs)
         dim_mults = tuple(dim_mults)
         if not isinstance(dim, int) or dim < 4 or dim % 2:
@@ -287,6 +291,10 @@ class UNet(keras.Model):
         self.attn_heads = attn_heads
         self.attn_dim_head = attn_dim_head
         self.num_downsamples = len(dim_mults) - 1
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 2):
+            raise ValueError(f"num_classes must be None or an integer >= 2, got {num_classes!r}")
+        self.num_classes = num_classes
 
         time_dim = 4 * dim
         attn_args = dict(heads=attn_heads, dim_head=attn_dim_head)
@@ -302,6 +310,9 @@ class UNet(keras.Model):
         self.time_mlp = keras.Sequential(
             [SinusoidalEmbedding(dim), layers.Dense(time_dim), layers.Activation("gelu"),
              layers.Dense(time_dim)], name="time_mlp")
+        # Index num_classes is the null class (label dropped): the unconditional prediction.
+        self.class_embedding = None if num_classes is None else layers.Embedding(
+            num_classes + 1, time_dim, name="class_embedding")
 
         self.down_res1, self.down_res2, self.down_attn, self.down_sample = [], [], [], []
         for i, width in enumerate(widths):
@@ -338,16 +349,29 @@ class UNet(keras.Model):
                 f"UNet(dim_mults={self.dim_mults}) downsamples {needed} times: use a size divisible "
                 f"by {2 ** needed} (e.g. pad 28x28 to 32x32) or fewer dim_mults")
 
+    def _split_inputs(self, inputs):
+        """(x, t, y) from the call's inputs, y None for an unconditional U-Net."""
+        expected = 2 if self.class_embedding is None else 3
+        if not isinstance(inputs, (tuple, list)) or len(inputs) != expected:
+            got = len(inputs) if isinstance(inputs, (tuple, list)) else type(inputs).__name__
+            what = "(x, t, labels): num_classes is set" if expected == 3 else "(x, t): num_classes is None"
+            raise ValueError(f"this UNet takes {what}; got {got} inputs")
+        return (*inputs, None) if expected == 2 else tuple(inputs)
+
     def build(self, input_shape):
-        x_shape, t_shape = input_shape
+        x_shape, t_shape, y_shape = self._split_inputs(input_shape)
         self._check_image_size(x_shape)
-        self.compute_output_spec((keras.KerasTensor(x_shape, dtype=self.compute_dtype),
-                                  keras.KerasTensor(t_shape, dtype="int32")))
+        specs = [keras.KerasTensor(x_shape, dtype=self.compute_dtype), keras.KerasTensor(t_shape, dtype="int32")]
+        if y_shape is not None:
+            specs.append(keras.KerasTensor(y_shape, dtype="int32"))
+        self.compute_output_spec(tuple(specs))
 
     def call(self, inputs):
-        x, t = inputs
+        x, t, y = self._split_inputs(inputs)
         self._check_image_size(x.shape)
         time_emb = self.time_mlp(t)
+        if y is not None:
+            time_emb = time_emb + ops.cast(self.class_embedding(y), time_emb.dtype)
         x = self.init_conv(x)
         skips = []
         for res1, res2, attn, down in zip(self.down_res1, self.down_res2, self.down_attn, self.down_sample):
@@ -365,4 +389,6 @@ class UNet(keras.Model):
         return {**super().get_config(), "dim": self.dim, "dim_mults": list(self.dim_mults),
                 "channels": self.channels, "attention_levels": list(self.attention_levels),
                 "resnet_groups": self.resnet_groups, "attn_heads": self.attn_heads,
-                "attn_dim_head": self.attn_dim_head}
+                "attn_dim_head": self.attn_dim_head,
+                # unconditional configs stay as they were before num_classes existed
+                **({} if self.num_classes is None else {"num_classes": self.num_classes})}

@@ -23,36 +23,57 @@ import tensorflow as tf
 from keras import layers, ops
 from tqdm.auto import tqdm
 
+from keras_gen.models.conditioning import (batch_labels, check_labels, check_num_classes,
+                                           network_inputs)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
+LABEL_EMBED_DIM = 16  # size of the class embedding a conditional generator concatenates to z
 
 
-def build_generator(latent_dim: int = 100, article_relu: bool = False) -> keras.Model:
+def build_generator(latent_dim: int = 100, article_relu: bool = False,
+                    num_classes: int | None = None) -> keras.Model:
     """z -> Dense(7*7*128) -> Conv2DTranspose(64, s2) -> BN -> ReLU -> Conv2DTranspose(64) -> BN
-    -> ReLU -> Conv2DTranspose(1, s2, tanh): images in [-1, 1]."""
+    -> ReLU -> Conv2DTranspose(1, s2, tanh): images in [-1, 1].
+
+    With ``num_classes`` the model takes [z, label] and concatenates a label embedding to z.
+    """
     def relu():
         return layers.ReLU(max_value=0.2) if article_relu else layers.ReLU()
 
     z = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(7 * 7 * 128)(z)
+    h, inputs = z, z
+    if num_classes is not None:
+        label = keras.Input((), dtype="int32", name="label")
+        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name="label_embedding")(label)
+        h, inputs = layers.Concatenate()([z, embedded]), [z, label]
+    x = layers.Dense(7 * 7 * 128)(h)
     x = layers.Reshape((7, 7, 128))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same")(x)
     x = relu()(layers.BatchNormalization()(x))
     x = layers.Conv2DTranspose(64, 3, strides=1, padding="same")(x)
     x = relu()(layers.BatchNormalization()(x))
     x = layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="tanh")(x)
-    return keras.Model(z, x, name="generator")
+    return keras.Model(inputs, x, name="generator")
 
 
-def build_discriminator() -> keras.Model:
-    """Conv2D(64, s2) -> LeakyReLU(0.2) x2 -> Flatten -> Dense(1, sigmoid): P(real)."""
+def build_discriminator(num_classes: int | None = None) -> keras.Model:
+    """Conv2D(64, s2) -> LeakyReLU(0.2) x2 -> Flatten -> Dense(1, sigmoid): P(real).
+
+    With ``num_classes`` it is a projection discriminator (Miyato & Koyama 2018) on [image, label]:
+    P(real | label) = sigmoid(Dense(1)(h) + <embed(label), h>) for the flattened features h.
+    """
     x_in = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x_in))
     x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x))
-    x = layers.Dense(1, activation="sigmoid")(layers.Flatten()(x))
-    return keras.Model(x_in, x, name="discriminator")
+    h = layers.Flatten()(x)
+    if num_classes is None:
+        return keras.Model(x_in, layers.Dense(1, activation="sigmoid")(h), name="discriminator")
+    label = keras.Input((), dtype="int32", name="label")
+    embedded = layers.Embedding(num_classes, h.shape[-1], name="label_projection")(label)
+    logit = layers.Add()([layers.Dense(1)(h), layers.Dot(axes=1)([embedded, h])])
+    return keras.Model([x_in, label], layers.Activation("sigmoid")(logit), name="discriminator")
 
 
 def bce(targets, probabilities):
@@ -67,11 +88,15 @@ class DCGAN(keras.Model):
 
     ``compile(d_optimizer=..., g_optimizer=...)`` then ``fit(dataset)``. ``sample(n, seed)``
     returns images in [0, 1].
+
+    ``num_classes=C`` makes a conditional GAN: G takes [z, label], D is a projection
+    discriminator on [image, label]; the dataset yields (images, labels) and G is trained on the
+    real batch's labels. ``sample(n, seed, labels=...)`` draws chosen classes.
     """
 
     kind = "dcgan"
 
-    def __init__(self, latent_dim=100, article_relu=False, seed=None, **kwargs):
+    def __init__(self, latent_dim=100, article_relu=False, seed=None, num_classes=None, **kwargs):
         super().__init__(**kwargs)
         if (isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral)
                 or latent_dim <= 0):  # 2.5 or "2" must not be silently truncated or parsed
@@ -79,26 +104,35 @@ class DCGAN(keras.Model):
         self.latent_dim = int(latent_dim)
         self.article_relu = bool(article_relu)
         self.seed = seed
-        self.generator = build_generator(self.latent_dim, self.article_relu)
-        self.discriminator = build_discriminator()
+        self.num_classes = check_num_classes(num_classes)
+        self.generator = build_generator(self.latent_dim, self.article_relu, self.num_classes)
+        self.discriminator = build_discriminator(self.num_classes)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
         self.built = True  # both networks are functional models, built at construction
 
     # ----------------------------------------------------------------- generation
-    def call(self, z, training=False):
-        """Images in [-1, 1] for latent codes z (B, latent_dim)."""
-        return self.generator(z, training=training)
+    def _with_labels(self, x, labels):
+        return network_inputs(x, labels, self.num_classes, "DCGAN")
 
-    def generate(self, z):
+    def call(self, inputs, training=False):
+        """Images in [-1, 1] for latent codes z (B, latent_dim), or for (z, labels) if conditional."""
+        z, labels = inputs if self.num_classes is not None else (inputs, None)
+        return self.generator(self._with_labels(z, labels), training=training)
+
+    def generate(self, z, labels=None):
         """Images in [0, 1] for latent codes z (the article's generate(), returning the images)."""
-        return (self.generator(z, training=False) + 1.0) / 2.0
+        return (self.generator(self._with_labels(z, labels), training=False) + 1.0) / 2.0
 
-    def sample(self, n, seed=0):
-        """n images in [0, 1] from z ~ N(0, I); the same seed gives the same images."""
+    def sample(self, n, seed=0, labels=None):
+        """n images in [0, 1] from z ~ N(0, I); the same seed gives the same images.
+
+        ``labels`` (conditional DCGAN only): one class or n classes; default: the classes in turn.
+        """
+        labels = check_labels(labels, n, self.num_classes)
         z = prior_draws(int(n), self.latent_dim, seed)
-        return self.generate(z)
+        return self.generate(z, labels)
 
     # ----------------------------------------------------------------- training
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
@@ -127,13 +161,20 @@ class DCGAN(keras.Model):
         return list(self.trackers.values())
 
     def train_step(self, data):
-        real = data[0] if isinstance(data, (tuple, list)) else data
+        real, labels = batch_labels(data, self.num_classes, "DCGAN")
+
+        def G(z):
+            return self.generator(self._with_labels(z, labels), training=True)
+
+        def D(x):  # conditional: D judges images together with the batch's labels
+            return self.discriminator(self._with_labels(x, labels), training=True)
+
         batch = ops.shape(real)[0]
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
-            fake = self.generator(z, training=True)
-            p_real = self.discriminator(real, training=True)
-            p_fake = self.discriminator(fake, training=True)
+            fake = G(z)
+            p_real = D(real)
+            p_fake = D(fake)
             d_loss = 0.5 * (bce(ops.ones_like(p_real), p_real) + bce(ops.zeros_like(p_fake), p_fake))
             d_scaled = self.d_optimizer.scale_loss(replica_share(d_loss))
         d_vars = self.discriminator.trainable_weights
@@ -141,7 +182,7 @@ class DCGAN(keras.Model):
 
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
-            p_gen = self.discriminator(self.generator(z, training=True), training=True)
+            p_gen = D(G(z))
             g_loss = bce(ops.ones_like(p_gen), p_gen)
             g_scaled = self.g_optimizer.scale_loss(replica_share(g_loss))
         g_vars = self.generator.trainable_weights
@@ -154,13 +195,16 @@ class DCGAN(keras.Model):
         return step_logs({name: m.result() for name, m in self.trackers.items()})
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim,
-                "article_relu": self.article_relu, "seed": self.seed}
+        config = {**super().get_config(), "latent_dim": self.latent_dim,
+                  "article_relu": self.article_relu, "seed": self.seed}
+        if self.num_classes is not None:  # unconditional configs stay as they were before num_classes
+            config["num_classes"] = self.num_classes
+        return config
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        return latent_model_endpoints(self.latent_dim, self.generate, "generate")
+        return latent_model_endpoints(self.latent_dim, self.generate, "generate", self.num_classes)
 
 
 class AlternatingTrainer:
@@ -178,6 +222,9 @@ class AlternatingTrainer:
     """
 
     def __init__(self, gan: DCGAN, *, learning_rate=1e-4, beta_1=0.9, seed=0):
+        if gan.num_classes is not None:
+            raise ValueError("the article's alternating loop trains an unconditional DCGAN; train a "
+                             "conditional one (num_classes set) with DCGAN.fit (loop='fit')")
         if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
             raise ValueError("train_alternating (the article's train_on_batch loop) runs on one device; "
                              "use DCGAN.fit to train under a tf.distribute strategy")

@@ -6,9 +6,17 @@ trained to predict the noise (not the reverse); alpha-bar is not shifted; sampli
 steps with no noise at the last one; timesteps and noise are drawn in-graph in a compiled
 ``train_step``; images are padded 28 -> 32 (``data_mode="resize"`` reproduces the article's
 bilinear resize). An exponential moving average (EMA) of the weights is kept for sampling.
+
+Class-conditional DDPM with classifier-free guidance (Ho & Salimans 2022): give the U-Net
+``num_classes``; training replaces a share ``label_dropout`` of the labels with the null class
+(index num_classes), and sampling mixes the two predictions as
+eps = eps_uncond + w * (eps_cond - eps_uncond) (w = 0: unconditional, w = 1: plain conditional).
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import keras
 import tensorflow as tf
@@ -17,6 +25,8 @@ from keras import ops
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.diffusion import samplers
 from keras_gen.layers.unet import UNet
+from keras_gen.models.conditioning import (batch_labels, check_labels, checked_label,
+                                           cycling_labels)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
@@ -28,7 +38,9 @@ class DDPM(keras.Model):
     """Denoising diffusion model on (image_size, image_size, 1) images in [-1, 1].
 
     Args:
-        unet: the noise predictor ``unet((x_t, t)) -> eps`` (a keras_gen UNet).
+        unet: the noise predictor ``unet((x_t, t)) -> eps`` (a keras_gen UNet); a UNet with
+            ``num_classes`` makes the DDPM class-conditional (``unet((x_t, t, y))``, batches of
+            (images, labels), ``sample(..., labels=, guidance=)``).
         schedule: a `NoiseSchedule` (or its config dict).
         image_size: 32 (MNIST padded or resized from 28).
         data_mode: "pad" (lossless, default) or "resize" (the article); how 28x28 maps to 32x32,
@@ -36,12 +48,15 @@ class DDPM(keras.Model):
         ema_decay: decay of the weight EMA used for sampling (warmed up over the first steps).
         ddim_steps: default number of DDIM steps of the exported ``serving_default``.
         seed: seed of the in-graph RNG for timesteps and noise during training.
+        label_dropout: conditional only: probability that a training label is replaced by the
+            null class, which teaches the unconditional prediction guidance needs.
+        guidance: conditional only: the default guidance scale w of ``sample`` and the exports.
     """
 
     kind = "ddpm"
 
     def __init__(self, unet, schedule, image_size=32, data_mode="pad", ema_decay=0.999,
-                 ddim_steps=50, seed=None, **kwargs):
+                 ddim_steps=50, seed=None, label_dropout=0.1, guidance=3.0, **kwargs):
         super().__init__(**kwargs)
         if data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
@@ -50,13 +65,21 @@ class DDPM(keras.Model):
         self.schedule = schedule if isinstance(schedule, NoiseSchedule) else NoiseSchedule(**schedule)
         if not 1 <= int(ddim_steps) <= self.schedule.timesteps:
             raise ValueError(f"ddim_steps must be in [1, {self.schedule.timesteps}], got {ddim_steps}")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
+        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
+            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
         self.unet = unet
         self.image_size, self.data_mode = int(image_size), data_mode
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
+        self.label_dropout, self.guidance = float(label_dropout), float(guidance)
         self.ema_unet = UNet.from_config(unet.get_config())
         shape = (None, self.image_size, self.image_size, unet.channels)
+        specs = [keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")]
+        if self.num_classes is not None:
+            specs.append(keras.KerasTensor((None,), dtype="int32"))
         for net in (self.unet, self.ema_unet):
-            net((keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")))
+            net(tuple(specs))
         # Updated by update_ema(), never by the optimizer. Set after the build: sublayers that
         # ResnetBlock / attention create in build() would otherwise stay trainable, and their
         # variables would join model.trainable_variables (the optimizer a .keras load rebuilds).
@@ -69,11 +92,27 @@ class DDPM(keras.Model):
                          ((True, self.ema_unet), (False, self.unet))}
         self.built = True
 
-    @staticmethod
-    def _make_eps_fn(net):
-        def eps_fn(x, t):
-            return tf.cast(net((x, t), training=False), tf.float32)
-        return eps_fn
+    @property
+    def num_classes(self):
+        """The U-Net's number of classes (None: unconditional)."""
+        return getattr(self.unet, "num_classes", None)
+
+    def _make_eps_fn(self, net):
+        if self.num_classes is None:
+            def eps_fn(x, t):
+                return tf.cast(net((x, t), training=False), tf.float32)
+            return eps_fn
+        null_class = self.num_classes
+
+        def guided_eps_fn(x, t, labels, guidance):
+            """eps_uncond + w (eps_cond - eps_uncond), both predictions from one doubled batch."""
+            n = tf.shape(x)[0]
+            eps = tf.cast(net((tf.concat([x, x], 0), tf.concat([t, t], 0),
+                               tf.concat([tf.cast(labels, tf.int32), tf.fill([n], null_class)], 0)),
+                              training=False), tf.float32)
+            eps_cond, eps_uncond = eps[:n], eps[n:]
+            return eps_uncond + tf.cast(guidance, tf.float32) * (eps_cond - eps_uncond)
+        return guided_eps_fn
 
     # ----------------------------------------------------------------- the network
     def call(self, inputs, training=False):
@@ -81,7 +120,8 @@ class DDPM(keras.Model):
         return self.unet(inputs, training=training)
 
     def eps_fn(self, use_ema=True):
-        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default).
+        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default); for a conditional
+        DDPM ``eps_fn(x_t, t_batch, labels, guidance)``, the guided prediction (see `guidance_cond`).
 
         The same function object is returned every time, so the samplers' compiled step is reused.
         """
@@ -92,20 +132,35 @@ class DDPM(keras.Model):
     def metrics(self):
         return [self.loss_tracker]
 
-    def diffusion_loss(self, x0, training=True):
-        """MSE between the true noise and the U-Net's prediction at uniformly drawn timesteps."""
+    def guidance_cond(self, labels, guidance=None):
+        """The samplers' ``cond`` for a conditional DDPM: (int32 labels, float32 guidance scale)."""
+        w = self.guidance if guidance is None else guidance
+        return (tf.convert_to_tensor(labels, tf.int32), tf.convert_to_tensor(w, tf.float32))
+
+    def diffusion_loss(self, x0, labels=None, training=True):
+        """MSE between the true noise and the U-Net's prediction at uniformly drawn timesteps.
+
+        A conditional DDPM gets ``labels``; while training a share ``label_dropout`` of them is
+        replaced by the null class (classifier-free guidance).
+        """
         batch = ops.shape(x0)[0]
         t = keras.random.randint((batch,), 0, self.schedule.timesteps, seed=self.seed_generator,
                                  dtype="int32")
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
         x_t = self.schedule.q_sample(x0, t, noise)
-        eps = self.unet((x_t, t), training=training)
+        if self.num_classes is None:
+            eps = self.unet((x_t, t), training=training)
+        else:
+            if training and self.label_dropout > 0:
+                drop = keras.random.uniform((batch,), seed=self.seed_generator) < self.label_dropout
+                labels = ops.where(drop, self.num_classes, labels)
+            eps = self.unet((x_t, t, labels), training=training)
         return ops.mean(ops.square(noise - ops.cast(eps, "float32")))
 
     def train_step(self, data):
-        x0 = data[0] if isinstance(data, (tuple, list)) else data
+        x0, labels = batch_labels(data, self.num_classes, "DDPM")
         with tf.GradientTape() as tape:
-            loss = self.diffusion_loss(x0)
+            loss = self.diffusion_loss(x0, labels)
             scaled = self.optimizer.scale_loss(replica_share(loss))
         weights = self.unet.trainable_weights
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
@@ -114,8 +169,8 @@ class DDPM(keras.Model):
         return step_logs({"loss": self.loss_tracker.result()})
 
     def test_step(self, data):
-        x0 = data[0] if isinstance(data, (tuple, list)) else data
-        self.loss_tracker.update_state(self.diffusion_loss(x0, training=False))
+        x0, labels = batch_labels(data, self.num_classes, "DDPM")
+        self.loss_tracker.update_state(self.diffusion_loss(x0, labels, training=False))
         return step_logs({"loss": self.loss_tracker.result()})
 
     def update_ema(self):
@@ -139,26 +194,45 @@ class DDPM(keras.Model):
     def noise(self, n, seed):
         return samplers.initial_noise((n, self.image_size, self.image_size, self.unet.channels), seed)
 
-    def reconstruct(self, x0, t, seed=0, sampler="ddpm", steps=None, progress=False):
+    def reconstruct(self, x0, t, seed=0, sampler="ddpm", steps=None, progress=False, labels=None,
+                    guidance=None):
         """Noise model-space images x0 to timestep t, then run the reverse chain back to x_0.
 
         Returns (x_t, recovered), both in model space ([-1, 1], image_size): the article's
-        "reverse engineering" figure.
+        "reverse engineering" figure. A conditional DDPM denoises unconditionally (null class)
+        unless ``labels`` (and ``guidance``) are given.
         """
         x0 = tf.convert_to_tensor(x0, tf.float32)
+        n = int(x0.shape[0])
         noise = tf.random.stateless_normal(tf.shape(x0), seed=[int(seed), 1])
-        x_t = self.schedule.q_sample(x0, tf.fill([tf.shape(x0)[0]], int(t)), noise)
+        x_t = self.schedule.q_sample(x0, tf.fill([n], int(t)), noise)
+        cond = ()
+        if self.num_classes is not None:
+            labels = (tf.fill([n], self.num_classes) if labels is None
+                      else check_labels(labels, n, self.num_classes))
+            cond = self.guidance_cond(labels, guidance)
+        elif labels is not None or guidance is not None:
+            check_labels(labels, n, None)
+            raise ValueError("guidance applies to a conditional DDPM only")
         recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
-                                          steps=steps, seed=int(seed), progress=progress)
+                                          steps=steps, seed=int(seed), progress=progress, cond=cond)
         return x_t.numpy(), recovered.numpy()
 
     def sample(self, n, seed=0, sampler="ddim", steps=None, eta=0.0, return_trajectory=False,
-               progress=True, use_ema=True, batch_size=256):
+               progress=True, use_ema=True, batch_size=256, labels=None, guidance=None):
         """n images in [0, 1] (n, 28, 28, 1); the same seed gives the same images.
 
         sampler="ddim" (default) runs ``steps`` strided steps (default ``ddim_steps``);
         "ddpm" runs all T ancestral steps (Algorithm 2). ``return_trajectory`` also returns the model-space chain (steps+1, n, ...).
+        Conditional DDPM: ``labels`` (one class or n; default the classes in turn) and the
+        guidance scale ``guidance`` (default: the model's ``guidance``; 0 = unconditional).
         """
+        labels = check_labels(labels, n, self.num_classes)
+        if self.num_classes is None and guidance is not None:
+            raise ValueError("guidance applies to a conditional DDPM (a UNet with num_classes) only")
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, numbers.Real)
+                                     or not math.isfinite(guidance)):
+            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if return_trajectory and n > batch_size:
@@ -168,10 +242,11 @@ class DDPM(keras.Model):
         for chunk, start in enumerate(range(0, int(n), batch_size)):
             # Chunk 0 uses `seed` for its step noise (as the export does for a single call);
             # later chunks use seed + chunk so their step noise is not a copy of chunk 0's.
+            cond = () if labels is None else self.guidance_cond(labels[start:start + batch_size], guidance)
             result = samplers.sample(self.eps_fn(use_ema), x_T[start:start + batch_size], self.schedule,
                                      sampler=sampler, steps=steps, eta=eta,
                                      seed=(int(seed) + chunk) % samplers.MAX_SEED,
-                                     progress=progress, return_trajectory=return_trajectory)
+                                     progress=progress, return_trajectory=return_trajectory, cond=cond)
             if return_trajectory:
                 result, trajectory = result
             outputs.append(self.to_images(result))
@@ -180,10 +255,13 @@ class DDPM(keras.Model):
 
     # ----------------------------------------------------------------- serialization
     def get_config(self):
-        return {**super().get_config(), "unet": keras.saving.serialize_keras_object(self.unet),
-                "schedule": self.schedule.get_config(), "image_size": self.image_size,
-                "data_mode": self.data_mode, "ema_decay": self.ema_decay,
-                "ddim_steps": self.ddim_steps, "seed": self.seed}
+        config = {**super().get_config(), "unet": keras.saving.serialize_keras_object(self.unet),
+                  "schedule": self.schedule.get_config(), "image_size": self.image_size,
+                  "data_mode": self.data_mode, "ema_decay": self.ema_decay,
+                  "ddim_steps": self.ddim_steps, "seed": self.seed}
+        if self.num_classes is not None:  # unconditional configs stay as they were before
+            config.update(label_dropout=self.label_dropout, guidance=self.guidance)
+        return config
 
     @classmethod
     def from_config(cls, config):
@@ -194,12 +272,23 @@ class DDPM(keras.Model):
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """serving_default (DDIM, ``ddim_steps``), sample_ddim(steps), sample_ddpm (all T) and
-        sample_trajectory(steps): the DDIM chain in model space ([-1, 1], 32x32) for figures."""
+        sample_trajectory(steps): the DDIM chain in model space ([-1, 1], 32x32) for figures.
+
+        A conditional DDPM draws the classes in turn there (with its default ``guidance``) and
+        adds sample_class(num_images, seed, label, guidance) (DDIM, ``ddim_steps``)."""
         eps_fn = self.eps_fn(use_ema=True)
 
-        def run(num_images, seed, sampler, steps):
-            x_T = self.noise(checked_num_images(num_images), seed)
-            x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps, seed=seed)
+        def default_cond(num_images):
+            if self.num_classes is None:
+                return ()
+            return self.guidance_cond(cycling_labels(num_images, self.num_classes))
+
+        def run(num_images, seed, sampler, steps, cond=None):
+            num_images = checked_num_images(num_images)
+            x_T = self.noise(num_images, seed)
+            cond = default_cond(num_images) if cond is None else cond
+            x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps, seed=seed,
+                                       cond=cond)
             return {"images": self.to_images(x0)}
 
         def serving_default(num_images, seed):
@@ -212,23 +301,35 @@ class DDPM(keras.Model):
             return run(num_images, seed, "ddpm", None)
 
         def sample_trajectory(num_images, seed, steps):
-            x_T = self.noise(checked_num_images(num_images), seed)
+            num_images = checked_num_images(num_images)
+            x_T = self.noise(num_images, seed)
             _, trajectory = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler="ddim", steps=steps,
-                                                  seed=seed, return_trajectory=True)
+                                                  seed=seed, return_trajectory=True,
+                                                  cond=default_cond(num_images))
             return {"trajectory": tf.clip_by_value(tf.cast(trajectory, tf.float32), -1.0, 1.0)}
 
         steps_spec = tf.TensorSpec([], tf.int32, name="steps")
-        return {"serving_default": (serving_default, seeded_signature()),
-                "sample_ddim": (sample_ddim, seeded_signature(steps_spec)),
-                "sample_ddpm": (sample_ddpm, seeded_signature()),
-                "sample_trajectory": (sample_trajectory, seeded_signature(steps_spec))}
+        endpoints = {"serving_default": (serving_default, seeded_signature()),
+                     "sample_ddim": (sample_ddim, seeded_signature(steps_spec)),
+                     "sample_ddpm": (sample_ddpm, seeded_signature()),
+                     "sample_trajectory": (sample_trajectory, seeded_signature(steps_spec))}
+        if self.num_classes is not None:
+            def sample_class(num_images, seed, label, guidance):
+                labels = tf.fill([checked_num_images(num_images)], checked_label(label, self.num_classes))
+                return run(num_images, seed, "ddim", self.ddim_steps, self.guidance_cond(labels, guidance))
+
+            endpoints["sample_class"] = (sample_class, seeded_signature(
+                tf.TensorSpec([], tf.int32, name="label"), tf.TensorSpec([], tf.float32, name="guidance")))
+        return endpoints
 
 
 def build_ddpm(config) -> DDPM:
     """A DDPM from a preset-style config dict (see keras_gen.presets)."""
     unet = UNet(dim=config["dim"], dim_mults=tuple(config["dim_mults"]),
-                attention_levels=tuple(config["attention_levels"]) if config.get("attention_levels") else None)
+                attention_levels=tuple(config["attention_levels"]) if config.get("attention_levels") else None,
+                num_classes=config.get("num_classes"))
     schedule = NoiseSchedule(timesteps=config["timesteps"], kind=config.get("schedule", "linear"))
     return DDPM(unet, schedule, image_size=32, data_mode=config.get("data_mode", "pad"),
                 ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
-                seed=config["seed"])
+                seed=config["seed"], label_dropout=config.get("label_dropout", 0.1),
+                guidance=config.get("guidance", 3.0))

@@ -43,15 +43,41 @@ def prior_draws(num_images, latent_dim, seed):
     return tf.random.stateless_normal(shape, seed=stateless_seed(seed))
 
 
-def latent_model_endpoints(latent_dim, to_images, z_endpoint):
-    """Endpoints of a latent-variable model (VAE, GAN) whose ``to_images(z)`` gives [0, 1] images:
-    ``serving_default(num_images, seed)`` from prior draws, and ``z_endpoint(z)`` from given codes."""
-    def generate_seeded(num_images, seed):
-        z = prior_draws(checked_num_images(num_images), latent_dim, seed)
-        return {"images": tf.cast(to_images(z), tf.float32)}
+def latent_model_endpoints(latent_dim, to_images, z_endpoint, num_classes=None):
+    """Endpoints of a latent-variable model (VAE, GAN) whose ``to_images(z[, labels])`` gives [0, 1]
+    images: ``serving_default(num_images, seed)`` from prior draws, and ``z_endpoint(z)`` from given
+    codes. A conditional model (``num_classes`` set) also gets ``sample_class(num_images, seed,
+    label)``; its ``serving_default`` draws the classes in turn and ``z_endpoint`` takes ``labels``."""
+    from keras_gen.models.conditioning import checked_label, cycling_labels
 
-    def from_codes(z):
-        return {"images": tf.cast(to_images(z), tf.float32)}
+    if num_classes is None:
+        def generate_seeded(num_images, seed):
+            z = prior_draws(checked_num_images(num_images), latent_dim, seed)
+            return {"images": tf.cast(to_images(z), tf.float32)}
+
+        def from_codes(z):
+            return {"images": tf.cast(to_images(z), tf.float32)}
+
+        return {"serving_default": (generate_seeded, seeded_signature()),
+                z_endpoint: (from_codes, [tf.TensorSpec((None, latent_dim), tf.float32, name="z")])}
+
+    def generate_seeded(num_images, seed):
+        num_images = checked_num_images(num_images)
+        z = prior_draws(num_images, latent_dim, seed)
+        return {"images": tf.cast(to_images(z, cycling_labels(num_images, num_classes)), tf.float32)}
+
+    def sample_class(num_images, seed, label):
+        num_images = checked_num_images(num_images)
+        labels = tf.fill([num_images], checked_label(label, num_classes))
+        return {"images": tf.cast(to_images(prior_draws(num_images, latent_dim, seed), labels), tf.float32)}
+
+    def from_codes(z, labels):
+        checks = [tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+                  tf.debugging.assert_less(labels, num_classes, message=f"labels must be < {num_classes}")]
+        with tf.control_dependencies(checks):
+            return {"images": tf.cast(to_images(z, labels), tf.float32)}
 
     return {"serving_default": (generate_seeded, seeded_signature()),
-            z_endpoint: (from_codes, [tf.TensorSpec((None, latent_dim), tf.float32, name="z")])}
+            "sample_class": (sample_class, seeded_signature(tf.TensorSpec([], tf.int32, name="label"))),
+            z_endpoint: (from_codes, [tf.TensorSpec((None, latent_dim), tf.float32, name="z"),
+                                      tf.TensorSpec((None,), tf.int32, name="labels")])}

@@ -15,10 +15,13 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from keras_gen.models.conditioning import (batch_labels, check_labels, check_num_classes,
+                                           network_inputs)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
+LABEL_EMBED_DIM = 16  # size of the class embedding a conditional encoder / decoder concatenates
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
@@ -38,25 +41,49 @@ class Reparameterize(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def build_encoder(latent_dim: int) -> keras.Model:
-    """Conv2D(64, 3, s2, relu) x2 -> Flatten -> Dense(2 * latent_dim): [mean | logvar]."""
+def label_embedding(num_classes, name):
+    """An int label input (B,) and its flattened embedding (B, LABEL_EMBED_DIM)."""
+    label = keras.Input((), dtype="int32", name="label")
+    embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name=f"{name}_label_embedding")(label)
+    return label, embedded
+
+
+def build_encoder(latent_dim: int, num_classes: int | None = None) -> keras.Model:
+    """Conv2D(64, 3, s2, relu) x2 -> Flatten -> Dense(2 * latent_dim): [mean | logvar].
+
+    With ``num_classes`` the model takes [image, label] and concatenates a label embedding to the
+    flattened features before the Dense layer.
+    """
     x_in = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Conv2D(64, 3, strides=2, activation="relu")(x_in)
     x = layers.Conv2D(64, 3, strides=2, activation="relu")(x)
     x = layers.Flatten()(x)
+    inputs = x_in
+    if num_classes is not None:
+        label, embedded = label_embedding(num_classes, "encoder")
+        x = layers.Concatenate()([x, embedded])
+        inputs = [x_in, label]
     stats = layers.Dense(2 * latent_dim, name="mean_logvar")(x)
-    return keras.Model(x_in, stats, name="encoder")
+    return keras.Model(inputs, stats, name="encoder")
 
 
-def build_decoder(latent_dim: int) -> keras.Model:
-    """Dense(7*7*64) -> Reshape -> Conv2DTranspose(64, 3, s2) x2 -> Conv2DTranspose(1, 3, sigmoid)."""
+def build_decoder(latent_dim: int, num_classes: int | None = None) -> keras.Model:
+    """Dense(7*7*64) -> Reshape -> Conv2DTranspose(64, 3, s2) x2 -> Conv2DTranspose(1, 3, sigmoid).
+
+    With ``num_classes`` the model takes [z, label] and concatenates a label embedding to z.
+    """
     z_in = keras.Input((latent_dim,), name="z")
-    x = layers.Dense(7 * 7 * 64, activation="relu")(z_in)
+    h, inputs = z_in, z_in
+    if num_classes is not None:
+        label, embedded = label_embedding(num_classes, "decoder")
+        h = layers.Concatenate()([z_in, embedded])
+        inputs = [z_in, label]
+    x = layers.Dense(7 * 7 * 64, activation="relu")(h)
     x = layers.Reshape((7, 7, 64))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(1, 3, strides=1, padding="same", activation="sigmoid")(x)
-    return keras.Model(z_in, x, name="decoder")
+    return keras.Model(inputs, x, name="decoder")
 
 
 def vae_loss_terms(x, x_hat, mean, logvar, *, article_kl=False):
@@ -80,11 +107,15 @@ class VAE(keras.Model):
 
     Train with ``compile(optimizer=...)`` and ``fit(dataset)``; the dataset yields images (or
     (images, labels), labels ignored). ``call(x)`` reconstructs x through the posterior mean.
+
+    ``num_classes=C`` makes a conditional VAE: encoder and decoder see a label embedding, the
+    dataset must yield (images, labels), ``call((x, labels))`` reconstructs, and
+    ``sample(n, seed, labels=...)`` draws chosen classes.
     """
 
     kind = "vae"
 
-    def __init__(self, latent_dim=2, article_kl=False, seed=None, **kwargs):
+    def __init__(self, latent_dim=2, article_kl=False, seed=None, num_classes=None, **kwargs):
         super().__init__(**kwargs)
         if (isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral)
                 or latent_dim <= 0):  # 2.5 or "2" must not be silently truncated or parsed
@@ -92,8 +123,9 @@ class VAE(keras.Model):
         self.latent_dim = int(latent_dim)
         self.article_kl = bool(article_kl)
         self.seed = seed
-        self.encoder = build_encoder(self.latent_dim)
-        self.decoder = build_decoder(self.latent_dim)
+        self.num_classes = check_num_classes(num_classes)
+        self.encoder = build_encoder(self.latent_dim, self.num_classes)
+        self.decoder = build_decoder(self.latent_dim, self.num_classes)
         self.reparameterize = Reparameterize(seed=seed, name="reparameterize")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -101,34 +133,43 @@ class VAE(keras.Model):
         self.built = True  # encoder and decoder are functional models, built at construction
 
     # ----------------------------------------------------------------- the probabilistic parts
-    def encode(self, x):
-        """Posterior parameters (mean, logvar), each (B, latent_dim)."""
-        stats = self.encoder(x)
+    def _with_labels(self, x, labels):
+        return network_inputs(x, labels, self.num_classes, "VAE")
+
+    def encode(self, x, labels=None):
+        """Posterior parameters (mean, logvar), each (B, latent_dim) (labels: conditional only)."""
+        stats = self.encoder(self._with_labels(x, labels))
         return stats[:, : self.latent_dim], stats[:, self.latent_dim:]
 
-    def decode(self, z):
+    def decode(self, z, labels=None):
         """Bernoulli means (B, 28, 28, 1) in [0, 1] for latent codes z (B, latent_dim)."""
-        return self.decoder(z)
+        return self.decoder(self._with_labels(z, labels))
 
-    def call(self, x, training=False):
-        mean, logvar = self.encode(x)
+    def call(self, inputs, training=False):
+        """Reconstruction of x (unconditional) or of (x, labels) (conditional)."""
+        x, labels = inputs if self.num_classes is not None else (inputs, None)
+        mean, logvar = self.encode(x, labels)
         z = self.reparameterize(mean, logvar) if training else mean
-        return self.decode(z)
+        return self.decode(z, labels)
 
-    def sample(self, n, seed=0):
-        """Decode n draws of z ~ N(0, I); the same seed gives the same images."""
+    def sample(self, n, seed=0, labels=None):
+        """Decode n draws of z ~ N(0, I); the same seed gives the same images.
+
+        ``labels`` (conditional VAE only): one class or n classes; default: the classes in turn.
+        """
+        labels = check_labels(labels, n, self.num_classes)
         z = prior_draws(int(n), self.latent_dim, seed)
-        return self.decode(z)
+        return self.decode(z, labels)
 
     # ----------------------------------------------------------------- training
     @property
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
-    def loss_terms(self, x):
-        mean, logvar = self.encode(x)
+    def loss_terms(self, x, labels=None):
+        mean, logvar = self.encode(x, labels)
         z = self.reparameterize(mean, logvar)
-        x_hat = self.decode(z)
+        x_hat = self.decode(z, labels)
         reconstruction, kl = vae_loss_terms(x, x_hat, mean, logvar, article_kl=self.article_kl)
         return reconstruction + kl, reconstruction, kl
 
@@ -139,23 +180,25 @@ class VAE(keras.Model):
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def train_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
+        x, labels = batch_labels(data, self.num_classes, "VAE")
         with tf.GradientTape() as tape:
-            total, reconstruction, kl = self.loss_terms(x)
+            total, reconstruction, kl = self.loss_terms(x, labels)
             scaled = self.optimizer.scale_loss(replica_share(total))
         grads = tape.gradient(scaled, self.trainable_weights)
         self.optimizer.apply_gradients(zip(grads, self.trainable_weights))
         return self._update_trackers(total, reconstruction, kl)
 
     def test_step(self, data):
-        x = data[0] if isinstance(data, (tuple, list)) else data
-        return self._update_trackers(*self.loss_terms(x))
+        return self._update_trackers(*self.loss_terms(*batch_labels(data, self.num_classes, "VAE")))
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim,
-                "article_kl": self.article_kl, "seed": self.seed}
+        config = {**super().get_config(), "latent_dim": self.latent_dim,
+                  "article_kl": self.article_kl, "seed": self.seed}
+        if self.num_classes is not None:  # unconditional configs stay as they were before num_classes
+            config["num_classes"] = self.num_classes
+        return config
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        return latent_model_endpoints(self.latent_dim, self.decode, "decode")
+        return latent_model_endpoints(self.latent_dim, self.decode, "decode", self.num_classes)

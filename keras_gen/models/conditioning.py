@@ -1,0 +1,97 @@
+"""Class labels for conditional models: validation, defaults and the in-graph checks of exports.
+
+A model built with ``num_classes=C`` generates images of a requested class 0..C-1; with
+``num_classes=None`` it is unconditional and takes no labels. ``sample(n, seed, labels=...)``
+accepts one int (every image of that class) or n ints; without labels a conditional model draws
+the classes in turn (``default_labels``), so sample grids show every class.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+
+def check_num_classes(num_classes):
+    """None (unconditional) or an int >= 2, else ValueError."""
+    if num_classes is None:
+        return None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
+        raise ValueError(f"num_classes must be None (unconditional) or an integer >= 2, got {num_classes!r}")
+    return int(num_classes)
+
+
+def default_labels(n, num_classes):
+    """Classes 0, 1, ..., C-1, 0, 1, ... for n images (int32 (n,))."""
+    return np.arange(int(n), dtype=np.int32) % num_classes
+
+
+def check_labels(labels, n, num_classes, *, name="labels"):
+    """``labels`` for n images as int32 (n,), or None for an unconditional model.
+
+    ``labels``: None, one int (broadcast to the n images) or n ints in [0, num_classes).
+    None on a conditional model gives `default_labels`. Raises ValueError naming the problem.
+    """
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError(f"this model is unconditional (num_classes=None) and takes no {name}; "
+                             f"build it with num_classes=... to generate chosen classes")
+        return None
+    if labels is None:
+        return default_labels(n, num_classes)
+    array = np.asarray(labels.numpy() if tf.is_tensor(labels) else labels)
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        raise ValueError(f"{name} must be integers (class indices), got dtype {array.dtype}")
+    if array.ndim == 0:
+        array = np.full(int(n), array, dtype=np.int64)
+    if array.shape != (int(n),):
+        raise ValueError(f"{name} must be one int or {int(n)} ints (one per image), got shape {array.shape}")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        bad = array[(array < 0) | (array >= num_classes)][0]
+        raise ValueError(f"{name} must lie in [0, {num_classes}) for num_classes={num_classes}, got {bad}")
+    return array.astype(np.int32)
+
+
+def network_inputs(x, labels, num_classes, kind):
+    """What a (possibly conditional) sub-network takes: ``x``, or ``[x, int32 labels]``."""
+    if num_classes is None:
+        if labels is not None:
+            raise ValueError(f"this {kind} is unconditional (num_classes=None) and takes no labels")
+        return x
+    if labels is None:
+        raise ValueError(f"this {kind} is conditional (num_classes={num_classes}): pass labels")
+    return [x, tf.cast(labels, tf.int32)]
+
+
+def batch_labels(data, num_classes, kind):
+    """(images, labels) of a training batch; labels None for an unconditional model.
+
+    A conditional model needs (images, labels) batches: a clear error at trace time otherwise.
+    """
+    if not isinstance(data, (tuple, list)):
+        if num_classes is not None:
+            raise ValueError(f"a conditional {kind} (num_classes={num_classes}) trains on (images, labels) "
+                             "batches: use make_dataset(..., with_labels=True)")
+        return data, None
+    if num_classes is None:
+        return data[0], None
+    if len(data) < 2:
+        raise ValueError(f"a conditional {kind} needs (images, labels) batches, got a {len(data)}-tuple")
+    return data[0], tf.cast(tf.reshape(data[1], [-1]), tf.int32)
+
+
+def checked_label(label, num_classes):
+    """An int32 scalar label tensor with an in-graph 0 <= label < num_classes check (exports)."""
+    label = tf.cast(label, tf.int32)
+    checks = [tf.debugging.assert_non_negative(label, message="label must be >= 0"),
+              tf.debugging.assert_less(label, tf.constant(num_classes, tf.int32),
+                                       message=f"label must be < num_classes ({num_classes})")]
+    with tf.control_dependencies(checks):
+        return tf.identity(label)
+
+
+def cycling_labels(num_images, num_classes):
+    """`default_labels` in a graph: int32 (num_images,)."""
+    return tf.math.floormod(tf.range(num_images, dtype=tf.int32), num_classes)
