@@ -68,7 +68,7 @@ def cmd_train(args):
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
-                  "loop", "timesteps")}
+                  "loop", "timesteps", "num_classes")}
     if args.mixed_precision:
         overrides["precision"] = "mixed"
     given = sorted(k for k, v in overrides.items() if v is not None)
@@ -93,13 +93,16 @@ def cmd_train(args):
 def cmd_sample(args):
     from keras_gen.export import load_sampler
     from keras_gen.plotting import image_grid
-    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps)) if v is not None}
+    options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("label", args.label),
+                                 ("guidance", args.guidance)) if v is not None}
     try:
         sampler = load_sampler(args.path)
         images = sampler(args.n, args.seed, **options)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    image_grid(images, args.out, title=f"{Path(args.path).name}: {args.n} samples, seed {args.seed}")
+    which = "" if args.label is None else f" of class {args.label}" + (
+        "" if args.guidance is None else f", guidance {args.guidance:g}")
+    image_grid(images, args.out, title=f"{Path(args.path).name}: {args.n} samples{which}, seed {args.seed}")
     print(f"wrote {args.out} ({len(images)} images)")
 
 
@@ -231,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions")
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
+    train.add_argument("--num-classes", type=positive_int,
+                       help="train a class-conditional model on (image, label) batches (10 for MNIST)")
     train.add_argument("--loop", choices=["fit", "alternating"],
                        help="DCGAN: fused fit (default) or the article's train_on_batch loop")
     train.add_argument("--strategy", choices=["default", "mirrored", "multiworker", "tpu"], default="default",
@@ -251,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="samples.png")
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="DDPM only")
     sample.add_argument("--steps", type=positive_int, help="DDPM only: sampling steps")
+    sample.add_argument("--label", type=int, help="conditional models: the class to draw")
+    sample.add_argument("--guidance", type=float,
+                        help="conditional DDPM: classifier-free guidance scale w (0 = unconditional, "
+                             "1 = conditional; default: the model's)")
     sample.set_defaults(func=cmd_sample)
 
     export = sub.add_parser("export", help="export a .keras model file as a SavedModel")

@@ -46,6 +46,8 @@ def export_saved_model(model, path, *, metadata=None):
         info = {"format_version": FORMAT_VERSION, "keras_gen_version": keras_gen.__version__,
                 "kind": model.kind, "config": model.get_config(),
                 "signatures": sorted(model.serving_endpoints()), **(metadata or {})}
+        if getattr(model, "num_classes", None) is not None:  # a conditional model (sample_class)
+            info["num_classes"] = model.num_classes
         (assets / ASSET_NAME).write_text(json.dumps(info, indent=2, default=str))
         _replace_dir(tmp, path)
     finally:
@@ -130,6 +132,8 @@ def load_sampler(path):
 
     ``path`` is an exported SavedModel directory (called through its signatures) or a ``.keras``
     file (loaded with keras and sampled directly). DDPM options: sampler="ddpm"|"ddim", steps.
+    Conditional models: ``label`` (one class for all n images; an export's ``sample_class``) and,
+    for a DDPM, ``guidance`` (default: the model's).
     """
     import numpy as np
     import tensorflow as tf
@@ -139,7 +143,13 @@ def load_sampler(path):
         import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
         model = keras.models.load_model(path)
 
-        def sample_keras(n, seed, **options):
+        def sample_keras(n, seed, label=None, guidance=None, **options):
+            if label is not None:
+                options["labels"] = label
+            if guidance is not None:
+                if model.kind != "ddpm":
+                    raise ValueError(f"guidance applies to a conditional DDPM, not to a {model.kind}")
+                options["guidance"] = guidance
             return np.asarray(model.sample(n, seed, **options), dtype=np.float32)
         return sample_keras
     if not path.exists():
@@ -149,13 +159,31 @@ def load_sampler(path):
     info = read_export_info(path)
     loaded = tf.saved_model.load(str(path))
 
-    def sample_export(n, seed, sampler=None, steps=None, **options):
+    def sample_export(n, seed, sampler=None, steps=None, label=None, guidance=None, **options):
         if not 1 <= int(n) <= MAX_IMAGES:
             raise ValueError(f"an export draws 1 to {MAX_IMAGES} images per call, got {n}; "
                              "ask in several calls")
         if options:
             raise ValueError(f"unsupported options for a {info['kind']} export: {sorted(options)}")
         args = dict(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
+        num_classes = info.get("num_classes")
+        if label is None and guidance is not None:
+            raise ValueError("guidance needs a label (sample_class)")
+        if label is not None:
+            if num_classes is None:
+                raise ValueError(f"{path} is an unconditional {info['kind']}: it takes no label")
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < num_classes:
+                raise ValueError(f"label must be an integer in [0, {num_classes}), got {label!r}")
+            if sampler is not None or steps is not None:
+                raise ValueError("an export's sample_class runs its default sampler; sampler/steps "
+                                 "cannot be combined with a label (sample the .keras file for that)")
+            args["label"] = tf.constant(label, tf.int32)
+            if info["kind"] == "ddpm":
+                w = info["config"].get("guidance", 3.0) if guidance is None else guidance
+                args["guidance"] = tf.constant(w, tf.float32)
+            elif guidance is not None:
+                raise ValueError(f"guidance applies to DDPM exports, not to a {info['kind']}")
+            return loaded.signatures["sample_class"](**args)["images"].numpy()
         if info["kind"] != "ddpm":
             if sampler is not None or steps is not None:
                 raise ValueError(f"sampler/steps apply to DDPM exports, not to a {info['kind']}")

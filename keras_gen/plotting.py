@@ -314,3 +314,26 @@ def quality_vs_time(curves, path=None, *, title="Classifier FID vs training time
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def guidance_curve(rows, path=None, *, title="Classifier-free guidance: fidelity vs diversity"):
+    """A guidance sweep (keras_gen.evaluation.guidance_sweep rows) against the scale w: class
+    accuracy, precision and recall on the left axis, classifier FID on the right."""
+    rows = sorted(rows, key=lambda r: r["guidance"])
+    ws = [r["guidance"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, style in (("accuracy", "-o"), ("precision", "-s"), ("recall", "-^")):
+        ax.plot(ws, [r[key] for r in rows], style, label=key, ms=5)
+    ax.set_xlabel("guidance scale w (0 = unconditional, 1 = conditional)")
+    ax.set_ylabel("accuracy / precision / recall")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    right = ax.twinx()
+    right.plot(ws, [r["fid"] for r in rows], "--", color="gray", marker="x", label="FID (right)")
+    right.set_ylabel("classifier FID (lower is better)")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,6 +1,11 @@
 """Named configurations per model: "article" (the article's hyperparameters), "cpu" (good results
 in minutes on a 2-core CPU, chosen by measurement), "tiny" (seconds, for tests).
 
+Every preset trains a class-conditional model with ``num_classes=10`` (``keras-gen train ...
+--num-classes 10``): the dataset then yields (image, label) batches. DDPM-only conditional keys:
+``label_dropout`` (share of labels replaced by the null class while training, for classifier-free
+guidance) and ``guidance`` (the default guidance scale w of sampling and exports).
+
 A preset is a flat dict; ``get_preset(kind, name, **overrides)`` returns a copy with overrides
 applied (None values ignored), validated.
 """
@@ -42,7 +47,8 @@ PRESETS = {
     },
 }
 
-COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit", precision="float32")
+COMMON_DEFAULTS = dict(dataset="mnist", seed=0, limit=None, loop="fit", precision="float32", num_classes=None)
+CONDITIONAL_DEFAULTS = {"ddpm": dict(label_dropout=0.1, guidance=3.0)}  # added when num_classes is set
 POSITIVE_KEYS = ("epochs", "batch_size", "latent_dim", "limit", "timesteps", "dim")
 
 
@@ -58,6 +64,14 @@ def get_preset(kind: str, name: str = "cpu", **overrides) -> dict:
         raise ValueError(f"unknown preset {name!r} for {kind}; choose from {', '.join(preset_names(kind))}")
     config = {**COMMON_DEFAULTS, **PRESETS[kind][name], "preset": name}
     config.update({k: v for k, v in overrides.items() if v is not None})
+    if config["num_classes"] is not None:
+        config = {**CONDITIONAL_DEFAULTS.get(kind, {}), **config}
+        num_classes = config["num_classes"]
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        if config.get("loop") == "alternating":
+            raise ValueError("the article's alternating loop trains unconditional DCGANs only; "
+                             "use --loop fit with --num-classes")
     for key in POSITIVE_KEYS:
         value = config.get(key)
         if value is not None and (not isinstance(value, int) or value <= 0):

@@ -67,7 +67,7 @@ def _keras_fit(model, dataset, phase, callbacks, verbose, trainer=None):
 def _build_vae(config):
     from keras_gen.models.vae import VAE
     return VAE(latent_dim=config["latent_dim"], article_kl=config.get("article_kl", False),
-               seed=config["seed"])
+               seed=config["seed"], num_classes=config.get("num_classes"))
 
 
 def _compile_with_adam(model, config):
@@ -76,7 +76,7 @@ def _compile_with_adam(model, config):
 
 def _vae_figures(model, config, out):
     paths = []
-    if model.latent_dim == 2:
+    if model.latent_dim == 2 and model.num_classes is None:
         path = out / "latent_manifold.png"
         latent_manifold(lambda z: model.decode(z).numpy(), path,
                         title=f"VAE latent manifold ({config['dataset']})")
@@ -95,7 +95,7 @@ def _vae_figures(model, config, out):
 def _build_dcgan(config):
     from keras_gen.models.dcgan import DCGAN
     return DCGAN(latent_dim=config["latent_dim"], article_relu=config.get("article_relu", False),
-                 seed=config["seed"])
+                 seed=config["seed"], num_classes=config.get("num_classes"))
 
 
 def _compile_dcgan(model, config):
@@ -121,7 +121,7 @@ def _fit_dcgan(model, dataset, phase, callbacks, verbose, trainer=None):
 
 
 def _dcgan_figures(model, config, out):
-    if model.latent_dim != 2:
+    if model.latent_dim != 2 or model.num_classes is not None:
         return []
     path = out / "latent_manifold.png"
     latent_manifold(lambda z: model.generate(z).numpy(), path,
@@ -185,6 +185,14 @@ SPECS = {
 
 
 # ------------------------------------------------------------------------------ shared job
+
+
+def class_grid(model, num_classes: int, path, per_class: int = 8, seed: int = 0):
+    """A conditional model's samples, one row of ``per_class`` images per class."""
+    labels = np.repeat(np.arange(num_classes), per_class)
+    image_grid(model.sample(len(labels), seed, labels=labels), path, ncols=per_class,
+               title=f"{model.kind}: one row per class")
+    return Path(path)
 
 
 def machine_info() -> dict:
@@ -305,9 +313,12 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     keras.utils.set_random_seed(config["seed"])
     config = {**config, "precision": resolve_precision(config.get("precision", "float32"))}
     keras.mixed_precision.set_global_policy(config["precision"])
-    options = spec.data_options(config)
+    options = {**spec.data_options(config), "with_labels": config.get("num_classes") is not None}
     images, labels = load_dataset(config["dataset"], "train")
     num_images = min(len(images), config.get("limit") or len(images))
+    if config.get("num_classes") is not None and int(labels.max()) >= config["num_classes"]:
+        raise ValueError(f"{config['dataset']} has labels up to {int(labels.max())}: num_classes must be "
+                         f"at least {int(labels.max()) + 1}, got {config['num_classes']}")
     config["steps_per_epoch"] = steps_per_epoch(num_images, config["batch_size"],
                                                 options.get("drop_remainder", False))
     config["strategy"] = strategy
@@ -346,6 +357,8 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     loss_curves(loss_keys, out / "loss_curve.png", title=f"{kind} training losses")
     image_grid(model.sample(64, 0), out / "samples.png", title=f"{kind}: 64 samples")
     figures = [str(p) for p in spec.figures(model, config, out)]
+    if config.get("num_classes"):
+        figures.append(str(class_grid(model, config["num_classes"], out / "class_grid.png")))
     save_keras_atomically(model, out / "model.keras")
     final_metrics = {k: float(v[-1]) for k, v in history.items()}
     metadata = {"dataset": config["dataset"], "preset": config["preset"], "train_config": config,

@@ -10,6 +10,7 @@
 - model_card: record_evaluation (numbers into an export's assets), model_card (README table)
 - references: real_reference (real test set features), reference_sets (real / noise / one class)
 - report:     evaluate_paths (the whole report for exported models), evaluate_images, format_table
+- conditional: class_accuracy, per_class_fid, evaluate_conditional, guidance_sweep (conditional models)
 """
 
 from keras_gen.evaluation.classifier import (Classifier, build_classifier, classifier_path,
@@ -27,8 +28,12 @@ from keras_gen.evaluation.references import RealReference, real_reference, refer
 from keras_gen.evaluation.report import (DEFAULT_DDIM_STEPS, evaluate_images, evaluate_paths,
                                          format_table, sample_images)
 from keras_gen.evaluation.speed import measure_sampling_speed
+from keras_gen.evaluation.conditional import (DEFAULT_GUIDANCE_SCALES, class_accuracy,
+                                              conditional_metrics, draw_per_class,
+                                              evaluate_conditional, guidance_sweep, per_class_fid)
 
-__all__ = ["model_card", "record_evaluation", "write_model_card", "Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
+__all__ = ["DEFAULT_GUIDANCE_SCALES", "class_accuracy", "conditional_metrics", "draw_per_class",
+           "evaluate_conditional", "guidance_sweep", "per_class_fid", "model_card", "record_evaluation", "write_model_card", "Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
            "build_classifier", "class_entropy", "class_histogram", "classes_covered", "classifier_fid",
            "classifier_path", "coverage_metrics", "detect_image_format", "evaluate_images",
            "evaluate_paths", "feature_statistics", "format_table", "frechet_distance",
