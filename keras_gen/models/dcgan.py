@@ -46,7 +46,9 @@ def build_generator(latent_dim: int = 100, article_relu: bool = False,
     h, inputs = z, z
     if num_classes is not None:
         label = keras.Input((), dtype="int32", name="label")
-        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name="label_embedding")(label)
+        # N(0, 1) like z, so that the label moves G's output from the first step on
+        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+                                    name="label_embedding")(label)
         h, inputs = layers.Concatenate()([z, embedded]), [z, label]
     x = layers.Dense(7 * 7 * 128)(h)
     x = layers.Reshape((7, 7, 128))(x)

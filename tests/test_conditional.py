@@ -1,0 +1,442 @@
+"""Class-conditional models (num_classes): unchanged unconditional behaviour, label validation,
+classifier-free guidance, training on real labelled MNIST, conditional exports (sample_class in a
+process without keras_gen), the conditional evaluation and the `--num-classes` / `--label` CLI.
+
+The tiny conditional models are trained once per module on the committed real MNIST sample and
+shared read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_gen.data import dataset_from_arrays, preprocess_images
+from keras_gen.diffusion import NoiseSchedule
+from keras_gen.evaluation import class_accuracy, conditional_metrics, guidance_sweep, per_class_fid
+from keras_gen.export import export_saved_model, load_sampler, read_export_info
+from keras_gen.layers.unet import UNet
+from keras_gen.models import DCGAN, DDPM, VAE
+from keras_gen.presets import get_preset
+from subprocess_jobs import REFUSE_KERAS_GEN, explain, finish, run_all, start
+
+DATA = Path(__file__).parent / "data"
+REPO = Path(__file__).resolve().parents[1]  # the CLI runs from here, so it imports this keras_gen
+C = 10
+T = 20
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_unet(num_classes=None, cls=UNet):
+    return cls(dim=8, dim_mults=(1, 2), attention_levels=(False, True), num_classes=num_classes)
+
+
+def tiny_ddpm(num_classes=None, unet=None, **kwargs):
+    return DDPM(unet or tiny_unet(num_classes), NoiseSchedule(T), ddim_steps=3, ema_decay=0.9, seed=0, **kwargs)
+
+
+def build(kind, num_classes=None):
+    """The models of tests/data/unconditional_golden.* (made by the code before num_classes)."""
+    if kind == "vae":
+        return VAE(latent_dim=2, seed=0, num_classes=num_classes)
+    if kind == "dcgan":
+        return DCGAN(latent_dim=8, seed=0, num_classes=num_classes)
+    return tiny_ddpm(num_classes)
+
+
+# ----------------------------------------------------------------------------- trained models
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_sample):
+    """A conditional VAE, DCGAN and DDPM, each trained with fit on real labelled MNIST digits."""
+    images, labels = mnist_sample
+    keras.utils.set_random_seed(0)
+    runs = {}
+
+    vae = VAE(latent_dim=2, seed=0, num_classes=C)  # latent 2: the class has to come from the label
+    vae.compile(optimizer=keras.optimizers.Adam(2e-3), jit_compile=False)
+    data = dataset_from_arrays(images, labels, 64, binarize=True, with_labels=True, seed=0)
+    runs["vae"] = SimpleNamespace(model=vae, history=vae.fit(data, epochs=3, verbose=0).history)
+
+    dcgan = DCGAN(latent_dim=8, seed=0, num_classes=C)
+    dcgan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+                  g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), jit_compile=False)
+    data = dataset_from_arrays(images[:512], labels[:512], 64, value_range="-1_1", with_labels=True,
+                               drop_remainder=True, seed=0)
+    d_before = [w.numpy().copy() for w in dcgan.discriminator.trainable_weights]
+    runs["dcgan"] = SimpleNamespace(model=dcgan, history=dcgan.fit(data, epochs=3, verbose=0).history,
+                                    d_before=d_before)
+
+    ddpm = tiny_ddpm(C)
+    # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 12 steps
+    # themselves (tutorial 05, run by test_tutorials.py, trains a conditional DDPM compiled).
+    ddpm.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False, run_eagerly=True)
+    data = dataset_from_arrays(images[:128], labels[:128], 32, value_range="-1_1", pad_to=32,
+                               with_labels=True, seed=0)
+    runs["ddpm"] = SimpleNamespace(model=ddpm, history=ddpm.fit(data, epochs=3, verbose=0).history)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """Untrained models of each kind: {kind: {None: unconditional, C: conditional}}."""
+    return {kind: {None: build(kind), C: build(kind, C)} for kind in ("vae", "dcgan", "ddpm")}
+
+
+# ----------------------------------------------------------------------------- num_classes=None
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(DATA / "unconditional_golden.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays, json.loads((DATA / "unconditional_golden.json").read_text())
+
+
+def fill(model):
+    """The deterministic weights tests/data/unconditional_golden.* were made with."""
+    for i, w in enumerate(model.weights):
+        w.assign((0.1 * np.sin(np.arange(np.prod(w.shape)) * 0.37 + i)).reshape(w.shape).astype(w.dtype))
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_unconditional_models_are_unchanged(golden, fresh, kind):
+    """Same weights (names, shapes, order), config and outputs as the code before num_classes."""
+    arrays, meta = golden
+    model = fresh[kind][None]
+    assert model.num_classes is None
+    def layout(weights):  # auto-generated layer names are numbered per process: drop the numbers
+        return [[re.sub(r"_\d+(?=/|$)", "", path), shape] for path, shape in weights]
+
+    assert layout([w.path, list(w.shape)] for w in model.weights) == layout(meta[kind]["weights"])
+    assert json.loads(json.dumps(model.get_config(), default=str)) == meta[kind]["config"]
+    fill(model)
+    if kind == "ddpm":
+        np.testing.assert_allclose(model.sample(2, 3, steps=3, progress=False), arrays["ddpm_sample"], atol=1e-5)
+        x = tf.constant(np.linspace(-1, 1, 2 * 32 * 32).reshape(2, 32, 32, 1), tf.float32)
+        np.testing.assert_allclose(model.unet((x, tf.constant([3, 17], tf.int32))), arrays["ddpm_eps"], atol=1e-5)
+    else:
+        np.testing.assert_allclose(model.sample(3, 3), arrays[f"{kind}_sample"], atol=1e-6)
+    # a config saved before num_classes existed (no such key) rebuilds the unconditional model
+    rebuilt = type(model).from_config(meta[kind]["config"])
+    assert rebuilt.num_classes is None and rebuilt.count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_conditional_models_add_label_weights_and_record_num_classes(fresh, kind):
+    plain, conditional = fresh[kind][None], fresh[kind][C]
+    assert conditional.num_classes == C and conditional.count_params() > plain.count_params()
+    config = conditional.get_config()
+    if kind == "ddpm":
+        assert config["unet"]["config"]["num_classes"] == C
+        assert config["label_dropout"] == 0.1 and config["guidance"] == 3.0
+    else:
+        assert config["num_classes"] == C
+    assert type(conditional).from_config(config).count_params() == conditional.count_params()
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("num_classes", [0, 1, 2.5, "10", True])
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_invalid_num_classes(kind, num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        build(kind, num_classes)
+
+
+@pytest.mark.parametrize("labels, match", [
+    (10, r"must lie in \[0, 10\).*got 10"), (-1, r"must lie in \[0, 10\).*got -1"),
+    ([1, 2], "one int or 3 ints"), ([[1, 2, 3]], r"shape \(1, 3\)"), (np.array([1.0, 2.0, 3.0]), "integers"),
+    ([True, False, True], "integers")])
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_bad_labels_are_named(fresh, kind, labels, match):
+    model = fresh[kind][C]
+    with pytest.raises(ValueError, match=match):
+        model.sample(3, 0, labels=labels)
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_unconditional_models_refuse_labels(fresh, kind):
+    with pytest.raises(ValueError, match="unconditional"):
+        fresh[kind][None].sample(2, 0, labels=1)
+
+
+def test_guidance_needs_a_conditional_ddpm(fresh):
+    with pytest.raises(ValueError, match="conditional DDPM"):
+        fresh["ddpm"][None].sample(2, 0, guidance=3.0, progress=False)
+    with pytest.raises(ValueError, match="guidance must be a finite number"):
+        fresh["ddpm"][C].sample(2, 0, guidance=float("nan"), progress=False)
+    with pytest.raises(ValueError, match="label_dropout"):
+        DDPM(tiny_unet(C), NoiseSchedule(T), ddim_steps=3, label_dropout=1.0)
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_conditional_training_needs_labelled_batches(fresh, kind):
+    model = fresh[kind][C]
+    size = 32 if kind == "ddpm" else 28
+    images = tf.data.Dataset.from_tensor_slices(np.zeros((4, size, size, 1), "float32")).batch(4)
+    if kind == "dcgan":
+        model.compile(jit_compile=False)
+    else:
+        model.compile(optimizer="adam", jit_compile=False)
+    with pytest.raises(ValueError, match="with_labels=True"):
+        model.fit(images, epochs=1, verbose=0)
+
+
+def test_unet_input_count_must_match_num_classes():
+    x, t = tf.zeros((2, 32, 32, 1)), tf.zeros((2,), tf.int32)
+    with pytest.raises(ValueError, match=r"\(x, t, labels\)"):
+        tiny_unet(C)((x, t))
+    with pytest.raises(ValueError, match=r"\(x, t\)"):
+        tiny_unet()((x, t, t))
+
+
+def test_presets_take_num_classes():
+    for kind in ("vae", "dcgan", "ddpm"):
+        assert get_preset(kind, "cpu", num_classes=10)["num_classes"] == 10
+        assert get_preset(kind, "cpu")["num_classes"] is None
+    assert get_preset("ddpm", "cpu", num_classes=10)["guidance"] == 3.0
+    with pytest.raises(ValueError, match="num_classes"):
+        get_preset("vae", "cpu", num_classes=1)
+    with pytest.raises(ValueError, match="alternating"):
+        get_preset("dcgan", "cpu", num_classes=10, loop="alternating")
+
+
+# ----------------------------------------------------------------------------- guidance
+
+
+def test_guidance_zero_is_the_null_label_prediction(trained):
+    """eps = eps_uncond + w (eps_cond - eps_uncond): w=0 is the null-class (unconditional) U-Net
+    output, w=1 the conditional one, and other w extrapolate linearly between them."""
+    model = trained["ddpm"].model
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 32, 32, 1)), tf.float32)
+    t = tf.constant([0, 5, 12, 19], tf.int32)
+    labels = tf.constant([0, 3, 7, 9], tf.int32)
+    null = tf.fill([4], C)
+    eps_uncond = model.ema_unet((x, t, null)).numpy()
+    eps_cond = model.ema_unet((x, t, labels)).numpy()
+    assert np.abs(eps_cond - eps_uncond).max() > 1e-4  # the label does reach the network
+    guided = model.eps_fn()
+    np.testing.assert_allclose(guided(x, t, labels, 0.0), eps_uncond, atol=1e-5)
+    np.testing.assert_allclose(guided(x, t, labels, 1.0), eps_cond, atol=1e-5)
+    np.testing.assert_allclose(guided(x, t, labels, 3.0), eps_uncond + 3.0 * (eps_cond - eps_uncond), atol=1e-4)
+
+
+def test_sampling_with_guidance_zero_ignores_the_labels(trained):
+    model = trained["ddpm"].model
+    a = model.sample(3, 5, labels=[1, 2, 3], guidance=0.0, progress=False)
+    b = model.sample(3, 5, labels=[7, 8, 9], guidance=0.0, progress=False)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    c = model.sample(3, 5, labels=[7, 8, 9], guidance=3.0, progress=False)
+    assert np.abs(c - b).max() > 1e-3
+
+
+def test_label_dropout_sends_that_share_to_the_null_class(mnist_sample):
+    """In the training loss, label_dropout of the labels reach the U-Net as the null class;
+    in the evaluation loss none do."""
+    seen = []
+
+    class RecordingUNet(UNet):
+        def call(self, inputs):
+            if tf.executing_eagerly():  # not while the DDPM builds it symbolically
+                seen.append(np.asarray(inputs[2]))
+            return super().call(inputs)
+
+    model = DDPM(tiny_unet(C, RecordingUNet), NoiseSchedule(T), ddim_steps=3, label_dropout=0.5, seed=0)
+    images, labels = mnist_sample
+    x0 = preprocess_images(images[:256], value_range="-1_1", pad_to=32)
+    y = tf.constant(labels[:256], tf.int32)
+    seen.clear()
+    model.diffusion_loss(x0, y, training=True)
+    dropped = seen[-1] == C
+    assert 0.4 < dropped.mean() < 0.6  # 0.5 +- 4 standard deviations
+    np.testing.assert_array_equal(seen[-1][~dropped], labels[:256][~dropped])  # the rest unchanged
+    model.diffusion_loss(x0, y, training=False)
+    np.testing.assert_array_equal(seen[-1], labels[:256])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize("kind", ["vae", "ddpm"])
+def test_conditional_loss_falls_on_real_mnist(trained, kind):
+    loss = trained[kind].history["loss"]
+    assert np.all(np.isfinite(loss)) and loss[-1] < 0.9 * loss[0]
+
+
+def test_conditional_dcgan_trains_both_networks(trained):
+    run = trained["dcgan"]
+    history = run.history
+    assert all(np.all(np.isfinite(v)) for v in history.values())
+    assert history["d_loss"][-1] < 0.69  # D beats chance (log 2) on real vs fake, given labels
+    after = [w.numpy() for w in run.model.discriminator.trainable_weights]
+    names = [w.path for w in run.model.discriminator.trainable_weights]
+    projection = names.index(next(n for n in names if "label_projection" in n))
+    assert not np.array_equal(after[projection], run.d_before[projection])  # the label projection learns
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_labels_change_the_samples(trained, kind):
+    model = trained[kind].model
+    options = {"progress": False} if kind == "ddpm" else {}
+    three = np.asarray(model.sample(4, 1, labels=3, **options))
+    eight = np.asarray(model.sample(4, 1, labels=8, **options))
+    assert three.shape == (4, 28, 28, 1) and three.min() >= 0 and three.max() <= 1
+    assert np.abs(three - eight).mean() > 0.005
+    np.testing.assert_array_equal(np.asarray(model.sample(4, 1, labels=[3] * 4, **options)), three)
+    default = np.asarray(model.sample(12, 1, **options))  # the classes in turn: 0..9, 0, 1
+    np.testing.assert_allclose(default, np.asarray(model.sample(12, 1, labels=np.arange(12) % C, **options)),
+                               atol=1e-6)
+
+
+def test_conditional_vae_draws_the_requested_digits(trained):
+    """Scored by the shipped MNIST classifier: most samples are of the class asked for."""
+    model = trained["vae"].model
+    labels = np.repeat(np.arange(C), 20)
+    accuracy = class_accuracy(np.asarray(model.sample(len(labels), 0, labels=labels)), labels)
+    assert accuracy > 0.3, accuracy  # chance: 0.1
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_conditional_metrics_on_real_digits(mnist_sample):
+    """True labels: high accuracy and small per-class FID; labels shifted by one class: neither."""
+    images, labels = mnist_sample
+    right = conditional_metrics(images, labels, "mnist")
+    wrong = conditional_metrics(images, (labels + 1) % C, "mnist")
+    assert right["accuracy"] > 0.95 and wrong["accuracy"] < 0.05
+    assert set(right["per_class_fid"]) == set(range(C))
+    assert right["mean_class_fid"] < 0.5 * wrong["mean_class_fid"]
+    assert right["fid"] == pytest.approx(wrong["fid"])  # the overall FID ignores the labels
+    assert per_class_fid(images, labels) == pytest.approx(right["per_class_fid"])
+    assert class_accuracy(images, labels) == pytest.approx(right["accuracy"])
+    with pytest.raises(ValueError, match="labels must be 2000 integers"):
+        class_accuracy(images, labels[:10])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\)"):
+        class_accuracy(images, labels + 5)
+
+
+def test_guidance_sweep_rows(trained):
+    model = trained["ddpm"].model
+    rows = guidance_sweep(lambda n, seed, label, **o: model.sample(n, seed, labels=label, progress=False, **o),
+                          C, scales=(0, 3), n_per_class=3)
+    assert [r["guidance"] for r in rows] == [0.0, 3.0]
+    for row in rows:
+        assert row["n"] == 3 * C and 0 <= row["accuracy"] <= 1 and np.isfinite(row["fid"])
+        assert set(row["per_class_fid"]) == set(range(C)) and 0 <= row["recall"] <= 1
+
+
+# ----------------------------------------------------------------------------- export
+
+
+CHILD = REFUSE_KERAS_GEN + r'''
+export_dirs, out_path, result_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+arrays, result = {}, {}
+for kind, path in export_dirs.items():
+    loaded = tf.saved_model.load(path)
+    fn = loaded.signatures["sample_class"]
+    args = dict(num_images=tf.constant(5), seed=tf.constant(7), label=tf.constant(3))
+    if kind == "ddpm":
+        args["guidance"] = tf.constant(2.0)
+    arrays[kind] = fn(**args)["images"].numpy()
+    arrays[kind + "_default"] = loaded.signatures["serving_default"](
+        num_images=tf.constant(4), seed=tf.constant(7))["images"].numpy()
+    try:
+        fn(**{**args, "label": tf.constant(10)})
+        error = "none"
+    except tf.errors.InvalidArgumentError:
+        error = "InvalidArgumentError"
+    result[kind] = {"signatures": sorted(loaded.signatures), "bad_label": error,
+                    "inputs": sorted(fn.structured_input_signature[1])}
+result["keras_gen_in_sys_modules"] = "keras_gen" in sys.modules
+np.savez(out_path, **arrays)
+with open(result_path, "w") as f:
+    json.dump(result, f)
+'''
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    root = tmp_path_factory.mktemp("conditional_exports")
+    paths = {kind: str(export_saved_model(run.model, root / kind, metadata={"dataset": "mnist"}))
+             for kind, run in trained.items()}
+    job = start([sys.executable, "-c", CHILD, json.dumps(paths), str(root / "out.npz"), str(root / "result.json")],
+                root, "child", cwd=root)  # cwd: the repository is not on the child's path
+    expected = {}
+    for kind, run in trained.items():
+        options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
+        expected[kind] = np.asarray(run.model.sample(5, 7, labels=3, **options))
+        expected[kind + "_default"] = np.asarray(run.model.sample(4, 7, **({"progress": False} if kind == "ddpm" else {})))
+    child = finish(job)
+    assert child.rc == 0, explain(child)
+    with np.load(root / "out.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    return SimpleNamespace(paths=paths, arrays=arrays, expected=expected,
+                           result=json.loads((root / "result.json").read_text()))
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_sample_class_export_round_trip(exported, kind):
+    result = exported.result
+    assert result["keras_gen_in_sys_modules"] is False
+    assert "sample_class" in result[kind]["signatures"] and "serving_default" in result[kind]["signatures"]
+    assert result[kind]["inputs"] == sorted(["num_images", "seed", "label"] + (["guidance"] if kind == "ddpm" else []))
+    got = exported.arrays[kind]
+    assert got.shape == (5, 28, 28, 1) and got.dtype == np.float32
+    assert got.min() >= 0.0 and got.max() <= 1.0
+    np.testing.assert_allclose(got, exported.expected[kind], atol=1e-5)
+    np.testing.assert_allclose(exported.arrays[kind + "_default"], exported.expected[kind + "_default"], atol=1e-5)
+    assert result[kind]["bad_label"] == "InvalidArgumentError"
+    info = read_export_info(exported.paths[kind])
+    assert info["num_classes"] == C and "sample_class" in info["signatures"]
+
+
+def test_load_sampler_label_options(exported):
+    sampler = load_sampler(exported.paths["ddpm"])
+    np.testing.assert_allclose(sampler(5, 7, label=3, guidance=2.0), exported.expected["ddpm"], atol=1e-5)
+    with pytest.raises(ValueError, match=r"label must be an integer in \[0, 10\)"):
+        sampler(2, 0, label=10)
+    with pytest.raises(ValueError, match="sampler/steps"):
+        sampler(2, 0, label=1, steps=2)
+    with pytest.raises(ValueError, match="guidance applies to DDPM"):
+        load_sampler(exported.paths["vae"])(2, 0, label=1, guidance=2.0)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_cli_trains_a_conditional_model_and_samples_a_label(exported, tmp_path):
+    """`train vae --num-classes 10 --dataset fashion_mnist` (tiny preset) then `sample --label 2`
+    on it, and `sample --label 7 --guidance 3.0` on the conditional DDPM export."""
+    base = [sys.executable, "-m", "keras_gen"]
+    train = run_all({"vae": base + ["train", "vae", "--preset", "tiny", "--num-classes", "10", "--dataset",
+                                    "fashion_mnist", "--out", str(tmp_path / "vae"), "--verbose", "0"]},
+                    tmp_path, cwd=REPO)["vae"]
+    assert train.rc == 0, explain(train)
+    assert (tmp_path / "vae" / "class_grid.png").read_bytes()[:8] == PNG_MAGIC
+    info = read_export_info(tmp_path / "vae" / "saved_model")
+    assert info["num_classes"] == 10 and info["dataset"] == "fashion_mnist"
+    samples = run_all({
+        "vae": base + ["sample", str(tmp_path / "vae" / "saved_model"), "--label", "2", "--n", "8",
+                       "--out", str(tmp_path / "vae2.png")],
+        "ddpm": base + ["sample", exported.paths["ddpm"], "--label", "7", "--guidance", "3.0", "--n", "8",
+                        "--out", str(tmp_path / "ddpm7.png")],
+        "bad": base + ["sample", str(tmp_path / "vae" / "saved_model"), "--label", "10",
+                       "--out", str(tmp_path / "bad.png")]}, tmp_path, cwd=REPO)
+    for name in ("vae", "ddpm"):
+        assert samples[name].rc == 0, explain(samples[name])
+        assert "(8 images)" in samples[name].stdout
+        assert (tmp_path / f"{name}{2 if name == 'vae' else 7}.png").read_bytes()[:8] == PNG_MAGIC
+    assert samples["bad"].rc == 2 and "label must be an integer in [0, 10)" in samples["bad"].stderr
