@@ -1,8 +1,9 @@
 """The tutorial scripts run end to end with the tiny presets and write their figures.
 
 Each script runs as a reader would run it (`python tutorials/0N_*.py --preset tiny --out DIR`), in
-its own interpreter, on the cached real MNIST (`make test` fetches it first). The three run side by
-side: most of their time is TensorFlow's import and tracing.
+its own interpreter, on the cached real MNIST (`make test` fetches it first). They run side by
+side: most of their time is TensorFlow's import and tracing. Only the tutorials whose tests are
+selected run (`-k 05` runs tutorial 05 alone).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ FIGURES = {
     "03_ddpm": ["03_forward_process.png", "03_loss_curve.png", "03_samples_ddpm.png",
                 "03_reverse_process.png", "03_reverse_engineering.png", "03_samples_ddim.png",
                 "03_epochs/epoch_000.png", "03_epochs/epoch_001.png", "03_epochs/epoch_002.png"],
+    "05_conditional": ["05_vae_classes.png", "05_dcgan_classes.png", "05_ddpm_classes.png",
+                       "05_ddpm_guidance.png", "05_guidance_sweep.png", "05_export_label7.png"],
     # 04 scores the shipped models (saved_models/): one histogram and sample grid per row.
     "04_trilemma": ["trilemma.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
         "vae_VAE", "dcgan_DCGAN", "ddpm_DDIM_5", "ddpm_DDIM_10", "real_train", "uniform_noise",
@@ -38,13 +41,23 @@ FIGURES = {
 }
 
 
+def selected_tutorials(request):
+    """The tutorials the session's selected tests need (all of them unless -k narrowed it)."""
+    names = set()
+    for item in request.session.items:
+        if item.module is request.module:
+            params = getattr(item, "callspec", None)
+            names.add(params.params["name"] if params else "04_trilemma")
+    return [name for name in FIGURES if name in names]
+
+
 @pytest.fixture(scope="module")
-def tutorial_runs(tmp_path_factory):
-    """Every tutorial run once with --preset tiny; {name: (rc, stdout, stderr, seconds, out)}."""
+def tutorial_runs(tmp_path_factory, request):
+    """Every selected tutorial run once with --preset tiny; {name: (rc, stdout, stderr, seconds, out)}."""
     root = tmp_path_factory.mktemp("tutorials")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
     jobs = {}
-    for name in FIGURES:
+    for name in selected_tutorials(request):
         out = root / name
         stdout, stderr = root / f"{name}.stdout", root / f"{name}.stderr"
         with open(stdout, "w") as fo, open(stderr, "w") as fe:

@@ -311,8 +311,10 @@ class UNet(keras.Model):
             [SinusoidalEmbedding(dim), layers.Dense(time_dim), layers.Activation("gelu"),
              layers.Dense(time_dim)], name="time_mlp")
         # Index num_classes is the null class (label dropped): the unconditional prediction.
+        # N(0, 1) entries as in PyTorch references (diffusers' class_embedding), not Keras' U(+-0.05)
         self.class_embedding = None if num_classes is None else layers.Embedding(
-            num_classes + 1, time_dim, name="class_embedding")
+            num_classes + 1, time_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+            name="class_embedding")
 
         self.down_res1, self.down_res2, self.down_attn, self.down_sample = [], [], [], []
         for i, width in enumerate(widths):

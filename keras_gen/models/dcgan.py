@@ -47,8 +47,8 @@ def build_generator(latent_dim: int = 100, article_relu: bool = False,
     if num_classes is not None:
         label = keras.Input((), dtype="int32", name="label")
         # N(0, 1) like z, so that the label moves G's output from the first step on
-        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
-                                    name="label_embedding")(label)
+        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name="label_embedding",
+                                    embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(label)
         h, inputs = layers.Concatenate()([z, embedded]), [z, label]
     x = layers.Dense(7 * 7 * 128)(h)
     x = layers.Reshape((7, 7, 128))(x)

@@ -44,7 +44,9 @@ class Reparameterize(layers.Layer):
 def label_embedding(num_classes, name):
     """An int label input (B,) and its flattened embedding (B, LABEL_EMBED_DIM)."""
     label = keras.Input((), dtype="int32", name="label")
-    embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name=f"{name}_label_embedding")(label)
+    # N(0, 1) entries, on the scale of z, so that the label counts from the first step on
+    embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name=f"{name}_label_embedding",
+                                embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(label)
     return label, embedded
 
 
