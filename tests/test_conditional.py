@@ -307,6 +307,19 @@ def test_conditional_vae_draws_the_requested_digits(trained):
     assert accuracy > 0.8, accuracy  # chance: 0.1
 
 
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_keras_round_trip_keeps_the_conditioning(trained, kind, tmp_path):
+    model = trained[kind].model
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.num_classes == C
+    if kind == "ddpm":
+        assert (loaded.label_dropout, loaded.guidance) == (model.label_dropout, model.guidance)
+    options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
+    np.testing.assert_allclose(np.asarray(loaded.sample(4, 3, labels=[1, 5, 7, 9], **options)),
+                               np.asarray(model.sample(4, 3, labels=[1, 5, 7, 9], **options)), atol=1e-6)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
