@@ -8,6 +8,7 @@ the classes in turn (``default_labels``), so sample grids show every class.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -21,6 +22,18 @@ def check_num_classes(num_classes):
     if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 2:
         raise ValueError(f"num_classes must be None (unconditional) or an integer >= 2, got {num_classes!r}")
     return int(num_classes)
+
+
+def check_guidance(guidance, conditional=True):
+    """A classifier-free guidance scale as a float (None stays None), else ValueError; a model
+    that is not ``conditional`` takes none."""
+    if guidance is None:
+        return None
+    if not conditional:
+        raise ValueError("guidance applies to a conditional DDPM (a UNet with num_classes) only")
+    if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
+        raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+    return float(guidance)
 
 
 def default_labels(n, num_classes):

@@ -15,9 +15,6 @@ eps = eps_uncond + w * (eps_cond - eps_uncond) (w = 0: unconditional, w = 1: pla
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -25,8 +22,8 @@ from keras import ops
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.diffusion import samplers
 from keras_gen.layers.unet import UNet
-from keras_gen.models.conditioning import (batch_labels, check_labels, checked_label,
-                                           cycling_labels)
+from keras_gen.models.conditioning import (batch_labels, check_guidance, check_labels,
+                                           checked_label, cycling_labels)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
@@ -67,12 +64,11 @@ class DDPM(keras.Model):
             raise ValueError(f"ddim_steps must be in [1, {self.schedule.timesteps}], got {ddim_steps}")
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
-        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
-            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
         self.unet = unet
         self.image_size, self.data_mode = int(image_size), data_mode
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
-        self.label_dropout, self.guidance = float(label_dropout), float(guidance)
+        self.label_dropout = float(label_dropout)
+        self.guidance = check_guidance(guidance)
         self.ema_unet = UNet.from_config(unet.get_config())
         shape = (None, self.image_size, self.image_size, unet.channels)
         specs = [keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")]
@@ -206,14 +202,13 @@ class DDPM(keras.Model):
         n = int(x0.shape[0])
         noise = tf.random.stateless_normal(tf.shape(x0), seed=[int(seed), 1])
         x_t = self.schedule.q_sample(x0, tf.fill([n], int(t)), noise)
+        guidance = check_guidance(guidance, self.num_classes is not None)
         cond = ()
-        if self.num_classes is not None:
-            labels = (tf.fill([n], self.num_classes) if labels is None
-                      else check_labels(labels, n, self.num_classes))
+        if self.num_classes is not None:  # labels None: the null class, unconditional denoising
+            labels = tf.fill([n], self.num_classes) if labels is None else check_labels(labels, n, self.num_classes)
             cond = self.guidance_cond(labels, guidance)
-        elif labels is not None or guidance is not None:
+        else:
             check_labels(labels, n, None)
-            raise ValueError("guidance applies to a conditional DDPM only")
         recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
                                           steps=steps, seed=int(seed), progress=progress, cond=cond)
         return x_t.numpy(), recovered.numpy()
@@ -228,11 +223,7 @@ class DDPM(keras.Model):
         guidance scale ``guidance`` (default: the model's ``guidance``; 0 = unconditional).
         """
         labels = check_labels(labels, n, self.num_classes)
-        if self.num_classes is None and guidance is not None:
-            raise ValueError("guidance applies to a conditional DDPM (a UNet with num_classes) only")
-        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, numbers.Real)
-                                     or not math.isfinite(guidance)):
-            raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+        guidance = check_guidance(guidance, self.num_classes is not None)
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if return_trajectory and n > batch_size:
