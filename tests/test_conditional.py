@@ -342,8 +342,10 @@ def test_conditional_metrics_on_real_digits(mnist_sample):
 
 def test_guidance_sweep_rows(trained):
     model = trained["ddpm"].model
-    rows = guidance_sweep(lambda n, seed, label, **o: model.sample(n, seed, labels=label, progress=False, **o),
-                          C, scales=(0, 3), n_per_class=2)
+    def sample_fn(n, seed, label, **options):
+        return model.sample(n, seed, labels=label, progress=False, **options)
+
+    rows = guidance_sweep(sample_fn, C, scales=(0, 3), n_per_class=2)
     assert [r["guidance"] for r in rows] == [0.0, 3.0]
     for row in rows:
         assert row["n"] == 2 * C and 0 <= row["accuracy"] <= 1 and np.isfinite(row["fid"])
@@ -390,7 +392,8 @@ def exported(trained, tmp_path_factory):
     for kind, run in trained.items():
         options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
         expected[kind] = np.asarray(run.model.sample(5, 7, labels=3, **options))
-        expected[kind + "_default"] = np.asarray(run.model.sample(4, 7, **({"progress": False} if kind == "ddpm" else {})))
+        quiet = {"progress": False} if kind == "ddpm" else {}
+        expected[kind + "_default"] = np.asarray(run.model.sample(4, 7, **quiet))
     child = finish(job)
     assert child.rc == 0, explain(child)
     with np.load(root / "out.npz") as data:
@@ -404,7 +407,8 @@ def test_sample_class_export_round_trip(exported, kind):
     result = exported.result
     assert result["keras_gen_in_sys_modules"] is False
     assert "sample_class" in result[kind]["signatures"] and "serving_default" in result[kind]["signatures"]
-    assert result[kind]["inputs"] == sorted(["num_images", "seed", "label"] + (["guidance"] if kind == "ddpm" else []))
+    inputs = ["num_images", "seed", "label"] + (["guidance"] if kind == "ddpm" else [])
+    assert result[kind]["inputs"] == sorted(inputs)
     got = exported.arrays[kind]
     assert got.shape == (5, 28, 28, 1) and got.dtype == np.float32
     assert got.min() >= 0.0 and got.max() <= 1.0

@@ -11,7 +11,8 @@ is each class, and what does the DDPM's guidance scale trade?
   classifier-free-guided DDPM: accuracy and precision (fidelity) against recall (diversity).
 
 A sampler is any ``sample_fn(n, seed, label=c, **options)`` returning images in [0, 1], e.g.
-``keras_gen.load_sampler(path)`` or ``lambda n, seed, label, **o: model.sample(n, seed, labels=label, **o)``.
+``keras_gen.load_sampler(path)`` or
+``lambda n, seed, label, **o: model.sample(n, seed, labels=label, **o)``.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ def _per_class_fid(feats, labels, real, real_labels):
     for c in np.unique(labels):
         fake, truth = feats[labels == c], real.feats[real_labels == c]
         if len(fake) < 2:
-            raise ValueError(f"per-class FID needs at least 2 images of each class; class {c} has {len(fake)}")
-        fids[int(c)] = frechet_distance_from_statistics(*feature_statistics(fake), *feature_statistics(truth))
+            raise ValueError(f"per-class FID needs at least 2 images of each class; "
+                             f"class {c} has {len(fake)}")
+        fids[int(c)] = frechet_distance_from_statistics(*feature_statistics(fake),
+                                                        *feature_statistics(truth))
     return fids
 
 
@@ -77,8 +80,8 @@ def draw_per_class(sample_fn, num_classes: int, n_per_class: int, *, seed: int =
                    batch_size: int = 500, **options):
     """(images (C * n, 28, 28, 1), labels (C * n,)): n images of each class, class c from seeds
     seed + 1000 c, seed + 1000 c + 1, ... (one per batch of ``batch_size``)."""
-    images = [sample_images(sample_fn, n_per_class, batch_size, seed=seed + 1000 * c, label=c, **options)
-              for c in range(num_classes)]
+    images = [sample_images(sample_fn, n_per_class, batch_size, seed=seed + 1000 * c, label=c,
+                            **options) for c in range(num_classes)]
     return np.concatenate(images), np.repeat(np.arange(num_classes), n_per_class)
 
 
@@ -96,8 +99,9 @@ def conditional_metrics(images, labels, dataset: str = "mnist", classifier=None,
             "per_class_fid": fids, "mean_class_fid": float(np.mean(list(fids.values())))}
 
 
-def evaluate_conditional(sample_fn, num_classes: int, n_per_class: int = 100, dataset: str = "mnist", *,
-                         seed: int = 0, batch_size: int = 500, classifier=None, **options) -> dict:
+def evaluate_conditional(sample_fn, num_classes: int, n_per_class: int = 100,
+                         dataset: str = "mnist", *, seed: int = 0, batch_size: int = 500,
+                         classifier=None, **options) -> dict:
     """Draw ``n_per_class`` images of every class with ``sample_fn`` and score them
     (`conditional_metrics`); ``options`` go to the sampler (e.g. guidance=3.0, steps=50)."""
     images, labels = draw_per_class(sample_fn, num_classes, n_per_class, seed=seed,
@@ -105,9 +109,9 @@ def evaluate_conditional(sample_fn, num_classes: int, n_per_class: int = 100, da
     return conditional_metrics(images, labels, dataset, classifier, seed=seed)
 
 
-def guidance_sweep(sample_fn, num_classes: int, scales=DEFAULT_GUIDANCE_SCALES, n_per_class: int = 100,
-                   dataset: str = "mnist", *, seed: int = 0, batch_size: int = 500, classifier=None,
-                   **options) -> list[dict]:
+def guidance_sweep(sample_fn, num_classes: int, scales=DEFAULT_GUIDANCE_SCALES,
+                   n_per_class: int = 100, dataset: str = "mnist", *, seed: int = 0,
+                   batch_size: int = 500, classifier=None, **options) -> list[dict]:
     """`evaluate_conditional` once per guidance scale w (same seeds, so the same starting noise):
     a list of rows {"guidance": w, accuracy, fid, precision, recall, mean_class_fid, ...}.
 
@@ -116,5 +120,6 @@ def guidance_sweep(sample_fn, num_classes: int, scales=DEFAULT_GUIDANCE_SCALES, 
     """
     return [{"guidance": float(w),
              **evaluate_conditional(sample_fn, num_classes, n_per_class, dataset, seed=seed,
-                                    batch_size=batch_size, classifier=classifier, guidance=float(w), **options)}
+                                    batch_size=batch_size, classifier=classifier, guidance=float(w),
+                                    **options)}
             for w in scales]

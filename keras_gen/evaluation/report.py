@@ -98,8 +98,11 @@ def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
     from keras_gen.diffusion import ddim_timesteps
 
     T = _timesteps(info)
+    # a conditional DDPM (classifier-free guidance) runs the U-Net twice per step
+    unet_config = ((info.get("config") or {}).get("unet") or {}).get("config") or {}
+    passes = 2 if info.get("num_classes") or unet_config.get("num_classes") else 1
     runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
-                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=T,
+                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=passes * T,
                  n=ddpm_full_n)] if ddpm_full else []
     notes = []
     for s in ddim_steps:
@@ -108,7 +111,7 @@ def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
             continue
         runs.append(dict(label=f"{name} DDIM {s}", short_label=f"DDIM {s}", group=group,
                          options={"sampler": "ddim", "steps": int(s)}, sampler="ddim", steps=int(s),
-                         nfe_per_sample=len(ddim_timesteps(T, int(s)))))
+                         nfe_per_sample=passes * len(ddim_timesteps(T, int(s)))))
     return runs, notes
 
 

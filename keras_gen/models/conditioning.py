@@ -11,8 +11,22 @@ from __future__ import annotations
 import math
 import numbers
 
+import keras
 import numpy as np
 import tensorflow as tf
+
+LABEL_EMBED_DIM = 16  # class embedding concatenated by a conditional VAE encoder / decoder and GAN generator
+
+
+def label_embedding(num_classes, name, dim=LABEL_EMBED_DIM):
+    """A functional model's int label input (B,) and its embedding (B, dim).
+
+    The entries start N(0, 1), on the scale of a latent z ~ N(0, I), so that the label moves the
+    output from the first step on (Keras' default U(-0.05, 0.05) left it all but ignored).
+    """
+    label = keras.Input((), dtype="int32", name="label")
+    init = keras.initializers.RandomNormal(stddev=1.0)
+    return label, keras.layers.Embedding(num_classes, dim, embeddings_initializer=init, name=name)(label)
 
 
 def check_num_classes(num_classes):

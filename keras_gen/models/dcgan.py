@@ -24,12 +24,11 @@ from keras import layers, ops
 from tqdm.auto import tqdm
 
 from keras_gen.models.conditioning import (batch_labels, check_labels, check_num_classes,
-                                           network_inputs)
+                                           label_embedding, network_inputs)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
-LABEL_EMBED_DIM = 16  # size of the class embedding a conditional generator concatenates to z
 
 
 def build_generator(latent_dim: int = 100, article_relu: bool = False,
@@ -45,10 +44,7 @@ def build_generator(latent_dim: int = 100, article_relu: bool = False,
     z = keras.Input((latent_dim,), name="z")
     h, inputs = z, z
     if num_classes is not None:
-        label = keras.Input((), dtype="int32", name="label")
-        # N(0, 1) like z, so that the label moves G's output from the first step on
-        embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name="label_embedding",
-                                    embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(label)
+        label, embedded = label_embedding(num_classes, "label_embedding")
         h, inputs = layers.Concatenate()([z, embedded]), [z, label]
     x = layers.Dense(7 * 7 * 128)(h)
     x = layers.Reshape((7, 7, 128))(x)

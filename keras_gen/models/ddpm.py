@@ -205,7 +205,8 @@ class DDPM(keras.Model):
         guidance = check_guidance(guidance, self.num_classes is not None)
         cond = ()
         if self.num_classes is not None:  # labels None: the null class, unconditional denoising
-            labels = tf.fill([n], self.num_classes) if labels is None else check_labels(labels, n, self.num_classes)
+            labels = (tf.fill([n], self.num_classes) if labels is None
+                      else check_labels(labels, n, self.num_classes))
             cond = self.guidance_cond(labels, guidance)
         else:
             check_labels(labels, n, None)
@@ -307,7 +308,8 @@ class DDPM(keras.Model):
         if self.num_classes is not None:
             def sample_class(num_images, seed, label, guidance):
                 labels = tf.fill([checked_num_images(num_images)], checked_label(label, self.num_classes))
-                return run(num_images, seed, "ddim", self.ddim_steps, self.guidance_cond(labels, guidance))
+                cond = self.guidance_cond(labels, guidance)
+                return run(num_images, seed, "ddim", self.ddim_steps, cond)
 
             endpoints["sample_class"] = (sample_class, seeded_signature(
                 tf.TensorSpec([], tf.int32, name="label"), tf.TensorSpec([], tf.float32, name="guidance")))

@@ -16,12 +16,11 @@ import tensorflow as tf
 from keras import layers, ops
 
 from keras_gen.models.conditioning import (batch_labels, check_labels, check_num_classes,
-                                           network_inputs)
+                                           label_embedding, network_inputs)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
-LABEL_EMBED_DIM = 16  # size of the class embedding a conditional encoder / decoder concatenates
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
@@ -41,15 +40,6 @@ class Reparameterize(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def label_embedding(num_classes, name):
-    """An int label input (B,) and its flattened embedding (B, LABEL_EMBED_DIM)."""
-    label = keras.Input((), dtype="int32", name="label")
-    # N(0, 1) entries, on the scale of z, so that the label counts from the first step on
-    embedded = layers.Embedding(num_classes, LABEL_EMBED_DIM, name=f"{name}_label_embedding",
-                                embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(label)
-    return label, embedded
-
-
 def build_encoder(latent_dim: int, num_classes: int | None = None) -> keras.Model:
     """Conv2D(64, 3, s2, relu) x2 -> Flatten -> Dense(2 * latent_dim): [mean | logvar].
 
@@ -62,7 +52,7 @@ def build_encoder(latent_dim: int, num_classes: int | None = None) -> keras.Mode
     x = layers.Flatten()(x)
     inputs = x_in
     if num_classes is not None:
-        label, embedded = label_embedding(num_classes, "encoder")
+        label, embedded = label_embedding(num_classes, "encoder_label_embedding")
         x = layers.Concatenate()([x, embedded])
         inputs = [x_in, label]
     stats = layers.Dense(2 * latent_dim, name="mean_logvar")(x)
@@ -77,7 +67,7 @@ def build_decoder(latent_dim: int, num_classes: int | None = None) -> keras.Mode
     z_in = keras.Input((latent_dim,), name="z")
     h, inputs = z_in, z_in
     if num_classes is not None:
-        label, embedded = label_embedding(num_classes, "decoder")
+        label, embedded = label_embedding(num_classes, "decoder_label_embedding")
         h = layers.Concatenate()([z_in, embedded])
         inputs = [z_in, label]
     x = layers.Dense(7 * 7 * 64, activation="relu")(h)
