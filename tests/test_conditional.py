@@ -76,12 +76,12 @@ def trained(mnist_sample):
                                     d_before=d_before)
 
     ddpm = tiny_ddpm(C)
-    # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 12 steps
+    # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 8 steps
     # themselves (tutorial 05, run by test_tutorials.py, trains a conditional DDPM compiled).
     ddpm.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False, run_eagerly=True)
     data = dataset_from_arrays(images[:128], labels[:128], 32, value_range="-1_1", pad_to=32,
                                with_labels=True, seed=0)
-    runs["ddpm"] = SimpleNamespace(model=ddpm, history=ddpm.fit(data, epochs=3, verbose=0).history)
+    runs["ddpm"] = SimpleNamespace(model=ddpm, history=ddpm.fit(data, epochs=2, verbose=0).history)
     return runs
 
 
