@@ -374,6 +374,16 @@ for kind, path in export_dirs.items():
         error = "InvalidArgumentError"
     result[kind] = {"signatures": sorted(loaded.signatures), "bad_label": error,
                     "inputs": sorted(fn.structured_input_signature[1])}
+    if kind != "ddpm":  # decode / generate from given codes take the labels too
+        from_codes = loaded.signatures["decode" if kind == "vae" else "generate"]
+        d = from_codes.structured_input_signature[1]["z"].shape[1]
+        z = tf.constant(np.linspace(-2, 2, 3 * d, dtype="float32").reshape(3, d))
+        arrays[kind + "_codes"] = from_codes(z=z, labels=tf.constant([0, 4, 9]))["images"].numpy()
+        try:
+            from_codes(z=z, labels=tf.constant([0, 4, 10]))
+            result[kind]["bad_codes_label"] = "none"
+        except tf.errors.InvalidArgumentError:
+            result[kind]["bad_codes_label"] = "InvalidArgumentError"
 result["keras_gen_in_sys_modules"] = "keras_gen" in sys.modules
 np.savez(out_path, **arrays)
 with open(result_path, "w") as f:
@@ -392,6 +402,11 @@ def exported(trained, tmp_path_factory):
     for kind, run in trained.items():
         options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
         expected[kind] = np.asarray(run.model.sample(5, 7, labels=3, **options))
+        if kind != "ddpm":
+            d = run.model.latent_dim
+            z = np.linspace(-2, 2, 3 * d, dtype="float32").reshape(3, d)
+            to_images = run.model.decode if kind == "vae" else run.model.generate
+            expected[kind + "_codes"] = np.asarray(to_images(z, np.array([0, 4, 9])))
         quiet = {"progress": False} if kind == "ddpm" else {}
         expected[kind + "_default"] = np.asarray(run.model.sample(4, 7, **quiet))
     child = finish(job)
@@ -415,6 +430,9 @@ def test_sample_class_export_round_trip(exported, kind):
     np.testing.assert_allclose(got, exported.expected[kind], atol=1e-5)
     np.testing.assert_allclose(exported.arrays[kind + "_default"], exported.expected[kind + "_default"], atol=1e-5)
     assert result[kind]["bad_label"] == "InvalidArgumentError"
+    if kind != "ddpm":
+        np.testing.assert_allclose(exported.arrays[kind + "_codes"], exported.expected[kind + "_codes"], atol=1e-5)
+        assert result[kind]["bad_codes_label"] == "InvalidArgumentError"
     info = read_export_info(exported.paths[kind])
     assert info["num_classes"] == C and "sample_class" in info["signatures"]
 

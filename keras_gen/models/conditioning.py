@@ -89,7 +89,7 @@ def network_inputs(x, labels, num_classes, kind):
         return x
     if labels is None:
         raise ValueError(f"this {kind} is conditional (num_classes={num_classes}): pass labels")
-    return [x, tf.cast(labels, tf.int32)]
+    return [tf.convert_to_tensor(x), tf.cast(labels, tf.int32)]  # Keras refuses mixed arrays and tensors
 
 
 def batch_labels(data, num_classes, kind):
@@ -109,14 +109,15 @@ def batch_labels(data, num_classes, kind):
     return data[0], tf.cast(tf.reshape(data[1], [-1]), tf.int32)
 
 
-def checked_label(label, num_classes):
-    """An int32 scalar label tensor with an in-graph 0 <= label < num_classes check (exports)."""
-    label = tf.cast(label, tf.int32)
-    checks = [tf.debugging.assert_non_negative(label, message="label must be >= 0"),
-              tf.debugging.assert_less(label, tf.constant(num_classes, tf.int32),
-                                       message=f"label must be < num_classes ({num_classes})")]
+def checked_labels(labels, num_classes):
+    """An int32 label tensor (scalar or (N,)) with in-graph 0 <= labels < num_classes checks
+    (exports: InvalidArgumentError before any work)."""
+    labels = tf.cast(labels, tf.int32)
+    checks = [tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
+              tf.debugging.assert_less(labels, tf.constant(num_classes, tf.int32),
+                                       message=f"labels must be < num_classes ({num_classes})")]
     with tf.control_dependencies(checks):
-        return tf.identity(label)
+        return tf.identity(labels)
 
 
 def cycling_labels(num_images, num_classes):

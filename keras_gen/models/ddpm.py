@@ -23,7 +23,7 @@ from keras_gen.diffusion import NoiseSchedule
 from keras_gen.diffusion import samplers
 from keras_gen.layers.unet import UNet
 from keras_gen.models.conditioning import (batch_labels, check_guidance, check_labels,
-                                           checked_label, cycling_labels)
+                                           checked_labels, cycling_labels)
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
@@ -307,7 +307,7 @@ class DDPM(keras.Model):
                      "sample_trajectory": (sample_trajectory, seeded_signature(steps_spec))}
         if self.num_classes is not None:
             def sample_class(num_images, seed, label, guidance):
-                labels = tf.fill([checked_num_images(num_images)], checked_label(label, self.num_classes))
+                labels = tf.fill([checked_num_images(num_images)], checked_labels(label, self.num_classes))
                 cond = self.guidance_cond(labels, guidance)
                 return run(num_images, seed, "ddim", self.ddim_steps, cond)
 

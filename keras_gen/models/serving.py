@@ -48,7 +48,7 @@ def latent_model_endpoints(latent_dim, to_images, z_endpoint, num_classes=None):
     images: ``serving_default(num_images, seed)`` from prior draws, and ``z_endpoint(z)`` from given
     codes. A conditional model (``num_classes`` set) also gets ``sample_class(num_images, seed,
     label)``; its ``serving_default`` draws the classes in turn and ``z_endpoint`` takes ``labels``."""
-    from keras_gen.models.conditioning import checked_label, cycling_labels
+    from keras_gen.models.conditioning import checked_labels, cycling_labels
 
     if num_classes is None:
         def generate_seeded(num_images, seed):
@@ -68,14 +68,11 @@ def latent_model_endpoints(latent_dim, to_images, z_endpoint, num_classes=None):
 
     def sample_class(num_images, seed, label):
         num_images = checked_num_images(num_images)
-        labels = tf.fill([num_images], checked_label(label, num_classes))
+        labels = tf.fill([num_images], checked_labels(label, num_classes))
         return {"images": tf.cast(to_images(prior_draws(num_images, latent_dim, seed), labels), tf.float32)}
 
     def from_codes(z, labels):
-        checks = [tf.debugging.assert_non_negative(labels, message="labels must be >= 0"),
-                  tf.debugging.assert_less(labels, num_classes, message=f"labels must be < {num_classes}")]
-        with tf.control_dependencies(checks):
-            return {"images": tf.cast(to_images(z, labels), tf.float32)}
+        return {"images": tf.cast(to_images(z, checked_labels(labels, num_classes)), tf.float32)}
 
     return {"serving_default": (generate_seeded, seeded_signature()),
             "sample_class": (sample_class, seeded_signature(tf.TensorSpec([], tf.int32, name="label"))),
