@@ -6,7 +6,7 @@
 # the DCGAN and the DDPM on them by looking at sample grids. This tutorial redoes that comparison
 # with numbers, on the models keras_gen ships in saved_models/ (trained with the cpu presets):
 #
-#     python tutorials/04_trilemma.py --preset full --out outputs/tutorial_trilemma   # the README table
+#     python tutorials/04_trilemma.py --preset full --out outputs/tutorial_trilemma   # n=2000: ~40 min here (estimated from the README run)
 #     python tutorials/04_trilemma.py --preset tiny --out /tmp/trilemma               # the tests run this
 #
 # Cheigh & Yamada, *Generating Images using VAEs, GANs, and Diffusion Models* (Towards Data
