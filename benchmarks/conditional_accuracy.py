@@ -14,19 +14,17 @@ sweep). Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from keras_gen.evaluation.conditional import evaluate_conditional
 from keras_gen.evaluation.report import write_json
-from keras_gen.export import load_sampler
+from keras_gen.export import load_sampler, read_export_info
 
 
 def model_kind(path: Path) -> str:
     """"vae" / "dcgan" / "ddpm" from an export's assets (a .keras file: from its name)."""
-    assets = path / "assets" / "keras_gen.json"
-    if assets.is_file():
-        return json.loads(assets.read_text())["kind"]
+    if path.is_dir():
+        return read_export_info(path)["kind"]
     return next((kind for kind in ("vae", "dcgan", "ddpm") if kind in path.name), "model")
 
 

@@ -179,7 +179,7 @@ def load_sampler(path):
                                  "cannot be combined with a label (sample the .keras file for that)")
             args["label"] = tf.constant(label, tf.int32)
             if info["kind"] == "ddpm":
-                w = info["config"].get("guidance", 3.0) if guidance is None else guidance
+                w = info["config"]["guidance"] if guidance is None else guidance  # recorded by DDPM.get_config
                 args["guidance"] = tf.constant(w, tf.float32)
             elif guidance is not None:
                 raise ValueError(f"guidance applies to DDPM exports, not to a {info['kind']}")
