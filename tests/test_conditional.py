@@ -25,6 +25,7 @@ from keras_gen.evaluation import class_accuracy, conditional_metrics, guidance_s
 from keras_gen.export import export_saved_model, load_sampler, read_export_info
 from keras_gen.layers.unet import UNet
 from keras_gen.models import DCGAN, DDPM, VAE
+from keras_gen.models.dcgan import mode_seeking_penalty, paired_labels
 from keras_gen.presets import get_preset
 from subprocess_jobs import REFUSE_KERAS_GEN, explain, finish, start
 
@@ -286,6 +287,49 @@ def test_conditional_dcgan_trains_both_networks(trained):
     names = [w.path for w in run.model.discriminator.trainable_weights]
     projection = names.index(next(n for n in names if "label_projection" in n))
     assert not np.array_equal(after[projection], run.d_before[projection])  # the label projection learns
+
+
+def test_mode_seeking_penalty_punishes_a_generator_that_ignores_z():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((6, 8)).astype("float32")
+    images = rng.uniform(-1, 1, (6, 28, 28, 1)).astype("float32")
+    image_gap = np.abs(images[:3] - images[3:]).mean(axis=(1, 2, 3))
+    z_gap = np.abs(z[:3] - z[3:]).mean(axis=1)
+    want = np.mean(1 / (image_gap / z_gap + 1e-5))
+    np.testing.assert_allclose(float(mode_seeking_penalty(images, z)), want, rtol=1e-5)
+    collapsed = np.repeat(images[:1], 6, axis=0)  # every code gives the same image
+    assert float(mode_seeking_penalty(collapsed, z)) > 1e4 * want
+    labels = tf.constant([4, 7, 1, 9, 2], tf.int32)  # odd batch: pairs (0, 2), (1, 3); 4 is unpaired
+    np.testing.assert_array_equal(paired_labels(labels, 5).numpy(), [4, 7, 4, 7, 1])
+
+
+def test_mode_seeking_defaults_and_config():
+    assert DCGAN(latent_dim=8, num_classes=C).mode_seeking == 1.0
+    assert DCGAN(latent_dim=8).mode_seeking == 0.0
+    assert "mode_seeking" not in DCGAN(latent_dim=8).get_config()
+    model = DCGAN(latent_dim=8, num_classes=C, mode_seeking=0.5)
+    assert DCGAN.from_config(model.get_config()).mode_seeking == 0.5
+    for bad in (-1, "1", True, float("nan")):
+        with pytest.raises(ValueError, match="mode_seeking"):
+            DCGAN(latent_dim=8, num_classes=C, mode_seeking=bad)
+
+
+def test_mode_seeking_term_enters_the_generator_update(trained, mnist_sample):
+    """The conditional DCGAN logs the penalty, and one step with weight 1 moves G differently
+    from the same step with a negligible weight (same weights, data, seeds and label pairing)."""
+    assert np.all(np.isfinite(trained["dcgan"].history["mode_seeking"]))
+    images, labels = mnist_sample
+    data = dataset_from_arrays(images[:64], labels[:64], 64, value_range="-1_1", with_labels=True,
+                               shuffle=False)
+    generators = []
+    for weight in (1e-9, 1.0):
+        keras.utils.set_random_seed(1)
+        model = DCGAN(latent_dim=8, seed=0, num_classes=C, mode_seeking=weight)
+        model.compile(d_optimizer=keras.optimizers.SGD(0.1), g_optimizer=keras.optimizers.SGD(0.1),
+                      jit_compile=False)
+        model.fit(data, epochs=1, verbose=0)
+        generators.append([w.numpy() for w in model.generator.trainable_weights])
+    assert any(not np.allclose(a, b) for a, b in zip(*generators))
 
 
 @pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])

@@ -74,6 +74,24 @@ def build_discriminator(num_classes: int | None = None) -> keras.Model:
     return keras.Model([x_in, label], layers.Activation("sigmoid")(logit), name="discriminator")
 
 
+def paired_labels(labels, batch):
+    """The first half of ``labels`` twice (length ``batch``): images i and half + i of a generator
+    batch then share a class, for the mode-seeking term."""
+    half = batch // 2
+    return ops.concatenate([labels[:half], labels[:batch - half]], axis=0)
+
+
+def mode_seeking_penalty(images, z):
+    """Mao et al. 2019 (MSGAN): 1 / (|G(z1) - G(z2)| / |z1 - z2|), mean over the pairs (first half,
+    second half) of the batch. Small when different codes give different images; a generator that
+    ignores z (every code -> the same image of its class) pays a large penalty."""
+    half = ops.shape(images)[0] // 2
+    images, z = ops.cast(images, "float32"), ops.cast(z, "float32")
+    image_gap = ops.mean(ops.abs(images[:half] - images[half:2 * half]), axis=[1, 2, 3])
+    z_gap = ops.mean(ops.abs(z[:half] - z[half:2 * half]), axis=1)
+    return ops.mean(1.0 / (image_gap / z_gap + 1e-5))
+
+
 def bce(targets, probabilities):
     """Batch-mean binary cross-entropy (a plain function: keras.losses.BinaryCrossentropy
     objects rescale themselves under tf.distribute, which replica_share does explicitly here)."""
@@ -90,11 +108,17 @@ class DCGAN(keras.Model):
     ``num_classes=C`` makes a conditional GAN: G takes [z, label], D is a projection
     discriminator on [image, label]; the dataset yields (images, labels) and G is trained on the
     real batch's labels. ``sample(n, seed, labels=...)`` draws chosen classes.
+
+    ``mode_seeking``: weight of the mode-seeking term added to G's loss (`mode_seeking_penalty`).
+    Default (None): 1.0 for a conditional GAN, 0 otherwise. Without it the conditional generator
+    learned to ignore z within 500 steps and drew one image per class (measured: mean pixel gap
+    between two codes of a class 0.028 without, 0.16 with, after 500 steps).
     """
 
     kind = "dcgan"
 
-    def __init__(self, latent_dim=100, article_relu=False, seed=None, num_classes=None, **kwargs):
+    def __init__(self, latent_dim=100, article_relu=False, seed=None, num_classes=None,
+                 mode_seeking=None, **kwargs):
         super().__init__(**kwargs)
         if (isinstance(latent_dim, bool) or not isinstance(latent_dim, numbers.Integral)
                 or latent_dim <= 0):  # 2.5 or "2" must not be silently truncated or parsed
@@ -103,11 +127,16 @@ class DCGAN(keras.Model):
         self.article_relu = bool(article_relu)
         self.seed = seed
         self.num_classes = check_num_classes(num_classes)
+        if mode_seeking is None:
+            mode_seeking = 0.0 if self.num_classes is None else 1.0
+        if isinstance(mode_seeking, bool) or not isinstance(mode_seeking, numbers.Real) or not mode_seeking >= 0:
+            raise ValueError(f"mode_seeking must be a number >= 0, got {mode_seeking!r}")
+        self.mode_seeking = float(mode_seeking)
         self.generator = build_generator(self.latent_dim, self.article_relu, self.num_classes)
         self.discriminator = build_discriminator(self.num_classes)
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("d_loss", "g_loss", "d_real_acc", "d_fake_acc")}
+        names = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc") + (("mode_seeking",) if self.mode_seeking else ())
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.built = True  # both networks are functional models, built at construction
 
     # ----------------------------------------------------------------- generation
@@ -179,10 +208,17 @@ class DCGAN(keras.Model):
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_scaled, d_vars), d_vars))
 
         z = keras.random.normal((batch, self.latent_dim), seed=self.seed_generator)
+        if self.mode_seeking and labels is not None:  # pairs (i, half + i) share a class; G and D read it
+            labels = paired_labels(labels, batch)
         with tf.GradientTape() as tape:
-            p_gen = D(G(z))
+            generated = G(z)
+            p_gen = D(generated)
             g_loss = bce(ops.ones_like(p_gen), p_gen)
-            g_scaled = self.g_optimizer.scale_loss(replica_share(g_loss))
+            g_total = g_loss
+            if self.mode_seeking:
+                penalty = mode_seeking_penalty(generated, z)
+                g_total = g_loss + self.mode_seeking * penalty
+            g_scaled = self.g_optimizer.scale_loss(replica_share(g_total))
         g_vars = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(tape.gradient(g_scaled, g_vars), g_vars))
 
@@ -190,6 +226,8 @@ class DCGAN(keras.Model):
         self.trackers["g_loss"].update_state(g_loss)
         self.trackers["d_real_acc"].update_state(ops.mean(ops.cast(p_real > 0.5, "float32")))
         self.trackers["d_fake_acc"].update_state(ops.mean(ops.cast(p_fake < 0.5, "float32")))
+        if self.mode_seeking:
+            self.trackers["mode_seeking"].update_state(penalty)
         return step_logs({name: m.result() for name, m in self.trackers.items()})
 
     def get_config(self):
@@ -197,6 +235,8 @@ class DCGAN(keras.Model):
                   "article_relu": self.article_relu, "seed": self.seed}
         if self.num_classes is not None:  # unconditional configs stay as they were before num_classes
             config["num_classes"] = self.num_classes
+        if self.num_classes is not None or self.mode_seeking:
+            config["mode_seeking"] = self.mode_seeking
         return config
 
     # ----------------------------------------------------------------- serving (export.py)
