@@ -2,13 +2,15 @@
 
 Usage:
     python benchmarks/conditional_accuracy.py runs/cvae_cpu/saved_model runs/cdcgan_cpu/saved_model \
-        [--n-per-class 100] [--guidance 0 1 3 5] [--json benchmarks/results/conditional_accuracy.json]
+        [--n-per-class 100] [--guidance 0 1 3 5] [--json benchmarks/results/conditional_accuracy.json] \
+        [--figures benchmarks/results/conditional]
 
-For each model: n images of every class 0-9 (`keras_gen.evaluation.evaluate_conditional`), the
+For each model: n images of every class 0-9 (`keras_gen.evaluation.draw_per_class`), the
 share the shipped classifier assigns to the requested class (accuracy, overall and per class),
 the FID of each class's samples against the real test images of that class, and the overall
 FID / coverage. A conditional DDPM is scored once per --guidance scale (the quality / diversity
-sweep). Prints a markdown table.
+sweep). Prints a markdown table. With --figures: one grid per model and guidance scale (a row
+per class, 8 of the scored samples each) and, for a DDPM, the guidance curve.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_gen.evaluation.conditional import evaluate_conditional
+import numpy as np
+
+from keras_gen.evaluation.conditional import conditional_metrics, draw_per_class
 from keras_gen.evaluation.report import write_json
 from keras_gen.export import load_sampler, read_export_info
+from keras_gen.plotting import guidance_curve, image_grid
+
+GRID_COLUMNS = 8
 
 
 def model_kind(path: Path) -> str:
@@ -26,6 +33,15 @@ def model_kind(path: Path) -> str:
     if path.is_dir():
         return read_export_info(path)["kind"]
     return next((kind for kind in ("vae", "dcgan", "ddpm") if kind in path.name), "model")
+
+
+def save_class_grid(images, labels, folder: Path, kind: str, guidance, accuracy: float):
+    """The first GRID_COLUMNS samples of every class, one row per class 0-9."""
+    order = np.concatenate([np.flatnonzero(labels == c)[:GRID_COLUMNS] for c in range(10)])
+    suffix = "" if guidance is None else f"_w{guidance:g}"
+    where = "" if guidance is None else f", guidance w={guidance:g}"
+    image_grid(images[order], folder / f"{kind}_classes{suffix}.png", ncols=GRID_COLUMNS,
+               title=f"conditional {kind.upper()}{where}: rows = classes 0-9 (accuracy {accuracy:.3f})")
 
 
 def main():
@@ -36,6 +52,7 @@ def main():
                         help="guidance scales for conditional DDPMs (default 0 1 3 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/conditional_accuracy.json"))
+    parser.add_argument("--figures", type=Path, help="folder for the class grids and guidance curves")
     args = parser.parse_args()
     rows = []
     for path in args.paths:
@@ -43,10 +60,19 @@ def main():
         sample = load_sampler(path)
         for guidance in (args.guidance if kind == "ddpm" else [None]):
             options = {} if guidance is None else {"guidance": guidance}
-            scores = evaluate_conditional(sample, 10, args.n_per_class, seed=args.seed, **options)
+            images, labels = draw_per_class(sample, 10, args.n_per_class, seed=args.seed, **options)
+            scores = conditional_metrics(images, labels, seed=args.seed)
             rows.append({"path": str(path), "kind": kind, "guidance": guidance, **scores})
+            if args.figures:
+                save_class_grid(images, labels, args.figures, kind, guidance, scores["accuracy"])
             print(f"{path} {kind} guidance={guidance}: accuracy {scores['accuracy']:.3f}, "
                   f"FID {scores['fid']:.1f}, mean class FID {scores['mean_class_fid']:.1f}", flush=True)
+    if args.figures:
+        for path in args.paths:
+            sweep = [row for row in rows if row["path"] == str(path) and row["guidance"] is not None]
+            if sweep:
+                guidance_curve(sweep, args.figures / f"{model_kind(path)}_guidance_curve.png",
+                               title=f"Classifier-free guidance ({path}, {args.n_per_class} per class)")
     write_json({"n_per_class": args.n_per_class, "seed": args.seed, "rows": rows}, args.json)
     print("\n| model | guidance | accuracy | FID | mean per-class FID | classes >= 2% |"
           + "".join(f" acc {c} |" for c in range(10)))
