@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from keras_gen.evaluation.classifier import load_classifier
 from keras_gen.evaluation.metrics import (coverage_metrics, feature_statistics,
@@ -53,13 +54,20 @@ def evaluate_images(images, real: RealReference, *, seed: int = 0, kid_subsets: 
             "precision": pr.precision, "recall": pr.recall, **coverage_metrics(probs)}
 
 
-def sample_images(sample_fn, n: int, batch_size: int, seed: int = 0, **options) -> np.ndarray:
-    """n images from ``sample_fn(num_images, seed, **options)``, batch i drawn with seed + i."""
+def sample_images(sample_fn, n: int, batch_size: int, seed: int = 0, *, progress: str | None = None,
+                  **options) -> np.ndarray:
+    """n images from ``sample_fn(num_images, seed, **options)``, batch i drawn with seed + i.
+
+    ``progress``: a label for a tqdm bar counting images (an export's DDPM batch is one silent
+    graph call of minutes); None draws quietly.
+    """
     out, done, i = [], 0, 0
-    while done < n:
-        b = min(batch_size, n - done)
-        out.append(np.asarray(sample_fn(b, seed + i, **options), dtype=np.float32))
-        done, i = done + b, i + 1
+    with tqdm(total=n, desc=progress, unit="img", disable=progress is None, leave=False) as bar:
+        while done < n:
+            b = min(batch_size, n - done)
+            out.append(np.asarray(sample_fn(b, seed + i, **options), dtype=np.float32))
+            done, i = done + b, i + 1
+            bar.update(b)
     return np.concatenate(out)
 
 
@@ -207,7 +215,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         for run in runs:
             start = time.perf_counter()
             run_n = run.get("n") or n
-            images = sample_images(fn, run_n, batch_size, seed, **run["options"])
+            images = sample_images(fn, run_n, batch_size, seed, progress=run["label"] if verbose else None,
+                                   **run["options"])
             sampling_seconds = time.perf_counter() - start
             speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
                                            n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
