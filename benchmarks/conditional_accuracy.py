@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/conditional_accuracy.py runs/cvae_cpu/saved_model runs/cdcgan_cpu/saved_model \
-        [--n-per-class 100] [--guidance 0 1 3 5] [--json benchmarks/results/conditional_accuracy.json] \
+        [--n-per-class 100] [--guidance 0 1 3 5] [--json benchmarks/results/conditional/accuracy.json] \
         [--figures benchmarks/results/conditional]
 
 For each model: n images of every class 0-9 (`keras_gen.evaluation.draw_per_class`), the
@@ -51,7 +51,7 @@ def main():
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0, 5.0],
                         help="guidance scales for conditional DDPMs (default 0 1 3 5)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/conditional_accuracy.json"))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/conditional/accuracy.json"))
     parser.add_argument("--figures", type=Path, help="folder for the class grids and guidance curves")
     args = parser.parse_args()
     rows = []
