@@ -72,6 +72,13 @@ plotting.image_grid(vae.sample(len(per_class), seed=0, labels=per_class), out / 
 # on its image features h, so it can reject a good 3 drawn when a 7 was asked for. G is trained on
 # the labels of each real batch. (The article's alternating `train_on_batch` loop stays
 # unconditional; `fit` trains this one.)
+#
+# A conditional generator has an easy way out: the label alone tells it which digit to draw, so
+# it can ignore z and draw one good image per class, which D cannot reject one image at a time.
+# Ours did exactly that within 500 steps. The fix is the *mode-seeking* term (Mao et al., 2019)
+# added to G's loss: for two codes z1, z2 of the same class it penalises
+# |z1 - z2| / |G(z1) - G(z2)|, so different codes must give different images
+# (`DCGAN(mode_seeking=1.0)`, the default for a conditional DCGAN; logged as `mode_seeking`).
 
 # %%
 config = keras_gen.get_preset("dcgan", args.preset, dataset=args.dataset, num_classes=NUM_CLASSES)
