@@ -109,7 +109,7 @@ def cmd_sample(args):
 def cmd_export(args):
     from keras_gen.export import export_keras_file
     try:
-        path = export_keras_file(args.path, args.out)
+        path = export_keras_file(args.path, args.out, ddim_eta=args.ddim_eta)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     print(f"exported {args.path} -> {path}")
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a .keras model file as a SavedModel")
     export.add_argument("path", help="a .keras file (a run's model.keras or checkpoints/epoch_XXX.keras)")
     export.add_argument("--out", required=True, help="SavedModel directory to write (replaced atomically)")
+    export.add_argument("--ddim-eta", type=float, help="DDPM: the export's default DDIM eta, 0 (deterministic) "
+                        "to 1, replacing the model's")
     export.set_defaults(func=cmd_export)
 
     evaluate = sub.add_parser(

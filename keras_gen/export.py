@@ -56,13 +56,14 @@ def export_saved_model(model, path, *, metadata=None):
     return path
 
 
-def export_keras_file(keras_path, path) -> Path:
+def export_keras_file(keras_path, path, *, ddim_eta=None) -> Path:
     """Export a saved ``.keras`` model (e.g. a run's model.keras or an epoch checkpoint) to ``path``.
 
     The training facts of the run (dataset, preset, config, steps, wall time, machine) are taken
     from the ``summary.json`` that ``keras-gen train`` writes beside model.keras, when present.
     For an epoch checkpoint (``<run>/checkpoints/epoch_XXX.keras``) the epochs, steps, wall time
     and metrics are those at the end of that epoch, from the run's history.csv.
+    ``ddim_eta`` (DDPM only) replaces the model's default DDIM eta in the export (and its config).
     """
     import csv
 
@@ -71,6 +72,11 @@ def export_keras_file(keras_path, path) -> Path:
         raise ValueError(f"{keras_path} is not a .keras file")
     import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
     model = keras.models.load_model(keras_path)
+    if ddim_eta is not None:
+        if model.kind != "ddpm":
+            raise ValueError(f"ddim_eta applies to a DDPM, not to a {model.kind}")
+        from keras_gen.models.ddpm import check_ddim_eta
+        model.ddim_eta = check_ddim_eta(ddim_eta)
     epoch_file = keras_path.parent.name == "checkpoints" and keras_path.stem.startswith("epoch_")
     run_dir = keras_path.parent.parent if epoch_file else keras_path.parent
     metadata = {}

@@ -343,6 +343,30 @@ def test_invalid_arguments(kwargs, match):
         tiny_ddpm(**kwargs)
 
 
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "1", True, float("nan")])
+def test_invalid_ddim_eta(bad):
+    with pytest.raises(ValueError, match="ddim_eta"):
+        tiny_ddpm(ddim_eta=bad)
+
+
+def test_ddim_eta_is_the_default_of_sample(run):
+    """A model built with ddim_eta=1 samples with eta=1 unless told otherwise and records it in
+    its config (the export's graph: test_export_command_sets_the_ddim_eta)."""
+    config = {**run.model.get_config(), "ddim_eta": 1.0}
+    model = DDPM.from_config(config)
+    model.set_weights(run.model.get_weights())
+    assert model.ddim_eta == 1.0 and model.get_config()["ddim_eta"] == 1.0
+    assert "ddim_eta" not in run.model.get_config()  # eta 0: the config is as it always was
+    default = model.sample(3, 7, progress=False)
+    np.testing.assert_array_equal(default, model.sample(3, 7, eta=1.0, progress=False))
+    deterministic = model.sample(3, 7, eta=0.0, progress=False)
+    np.testing.assert_array_equal(deterministic, run.model.sample(3, 7, progress=False))
+    assert np.abs(default - deterministic).max() > 1e-3
+    # the full ancestral sampler has no eta: unchanged
+    np.testing.assert_array_equal(model.sample(3, 7, sampler="ddpm", progress=False),
+                                  run.model.sample(3, 7, sampler="ddpm", progress=False))
+
+
 def test_unet_that_cannot_halve_the_image_size():
     deep = UNet(dim=8, dim_mults=(1, 1, 1, 1, 1, 1, 1), attention_levels=(False,) * 7)
     with pytest.raises(ValueError, match="32x32 images can be downsampled 5 times"):
@@ -577,6 +601,20 @@ def test_cli_sample_ddpm_export(cli_runs, name):
     assert result.rc == 0, explain(result)
     assert_png(cli_runs.root / f"{name}.png")
     assert "(8 images)" in result.stdout
+
+
+def test_export_command_sets_the_ddim_eta(run, tmp_path, capsys):
+    from keras_gen.cli import main
+
+    run.model.save(tmp_path / "model.keras")
+    assert main(["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "bad"), "--ddim-eta", "2"]) == 2
+    assert "ddim_eta must be a number in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "eta1"), "--ddim-eta", "1"]) == 0
+    assert read_export_info(tmp_path / "eta1")["config"]["ddim_eta"] == 1.0
+    served = tf.saved_model.load(str(tmp_path / "eta1")).signatures["serving_default"](
+        num_images=tf.constant(3), seed=tf.constant(7))["images"].numpy()
+    np.testing.assert_allclose(served, run.model.sample(3, 7, eta=1.0, progress=False), rtol=0, atol=1e-5)
 
 
 def test_cli_sample_rejects_too_many_steps(cli_runs):
