@@ -97,6 +97,8 @@ def model_card(paths) -> str:
         for row in ordered:
             sampler = ("one pass (1)" if info["kind"] != "ddpm"
                        else f"{row['sampler'].upper()} {row['steps']} ({row['nfe_per_sample']})")
+            if row.get("eta"):
+                sampler += f", eta {row['eta']:g}"
             if row is not default:
                 sampler += ", not the default"
             lines.append(base.format(sampler=sampler) +

@@ -112,6 +112,7 @@ def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
     runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
                  options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=passes * T,
                  n=ddpm_full_n)] if ddpm_full else []
+    eta = float((info.get("config") or {}).get("ddim_eta") or 0.0)  # the export's DDIM eta
     notes = []
     for s in ddim_steps:
         if not 1 <= int(s) <= T:
@@ -119,7 +120,7 @@ def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
             continue
         runs.append(dict(label=f"{name} DDIM {s}", short_label=f"DDIM {s}", group=group,
                          options={"sampler": "ddim", "steps": int(s)}, sampler="ddim", steps=int(s),
-                         nfe_per_sample=passes * len(ddim_timesteps(T, int(s)))))
+                         eta=eta, nfe_per_sample=passes * len(ddim_timesteps(T, int(s)))))
     return runs, notes
 
 
@@ -222,7 +223,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                                            n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
                                            repeats=1 if run["sampler"] == "ddpm" else speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
-            row = {k: run[k] for k in ("label", "short_label", "group", "sampler", "steps", "nfe_per_sample")}
+            row = {k: run.get(k) for k in ("label", "short_label", "group", "sampler", "steps", "eta",
+                                           "nfe_per_sample")}
             row.update(path=str(path), model=name, kind=info["kind"],
                        **evaluate_images(images, real, **scoring),
                        samples_per_s=speed["samples_per_s"], sampling_seconds=sampling_seconds, speed=speed)
