@@ -360,11 +360,11 @@ def test_ddim_eta_is_the_default_of_sample(run):
     default = model.sample(3, 7, progress=False)
     np.testing.assert_array_equal(default, model.sample(3, 7, eta=1.0, progress=False))
     deterministic = model.sample(3, 7, eta=0.0, progress=False)
-    np.testing.assert_array_equal(deterministic, run.model.sample(3, 7, progress=False))
+    np.testing.assert_allclose(deterministic, run.model.sample(3, 7, progress=False), rtol=0, atol=1e-5)
     assert np.abs(default - deterministic).max() > 1e-3
-    # the full ancestral sampler has no eta: unchanged
-    np.testing.assert_array_equal(model.sample(3, 7, sampler="ddpm", progress=False),
-                                  run.model.sample(3, 7, sampler="ddpm", progress=False))
+    # the full ancestral sampler has no eta: unchanged (two model instances: float rounding only)
+    np.testing.assert_allclose(model.sample(3, 7, sampler="ddpm", progress=False),
+                               run.model.sample(3, 7, sampler="ddpm", progress=False), rtol=0, atol=1e-5)
 
 
 def test_unet_that_cannot_halve_the_image_size():
