@@ -228,6 +228,11 @@ class DDPM(keras.Model):
                                           steps=steps, seed=int(seed), progress=progress, cond=cond)
         return x_t.numpy(), recovered.numpy()
 
+    def default_eta(self, sampler):
+        """The eta a sampler runs with unless told otherwise: ``ddim_eta`` for DDIM, 0 for the
+        ancestral DDPM sampler (which has no eta)."""
+        return self.ddim_eta if sampler == "ddim" else 0.0
+
     def sample(self, n, seed=0, sampler="ddim", steps=None, eta=None, return_trajectory=False,
                progress=True, use_ema=True, batch_size=256, labels=None, guidance=None):
         """n images in [0, 1] (n, 28, 28, 1); the same seed gives the same images.
@@ -243,7 +248,7 @@ class DDPM(keras.Model):
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if eta is None:
-            eta = self.ddim_eta if sampler == "ddim" else 0.0
+            eta = self.default_eta(sampler)
         if return_trajectory and n > batch_size:
             raise ValueError(f"return_trajectory supports at most batch_size={batch_size} images")
         x_T = self.noise(int(n), int(seed))
@@ -298,9 +303,8 @@ class DDPM(keras.Model):
             num_images = checked_num_images(num_images)
             x_T = self.noise(num_images, seed)
             cond = default_cond(num_images) if cond is None else cond
-            eta = self.ddim_eta if sampler == "ddim" else 0.0
-            x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps, eta=eta,
-                                       seed=seed, cond=cond)
+            x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps,
+                                       eta=self.default_eta(sampler), seed=seed, cond=cond)
             return {"images": self.to_images(x0)}
 
         def serving_default(num_images, seed):
