@@ -22,7 +22,8 @@ import numpy as np
 
 from keras_gen.evaluation.conditional import conditional_metrics, draw_per_class
 from keras_gen.evaluation.report import write_json
-from keras_gen.export import load_sampler, read_export_info
+from keras_gen.export import read_export_info
+from keras_gen.sampling import load_sampler
 from keras_gen.plotting import guidance_curve, image_grid
 
 GRID_COLUMNS = 8

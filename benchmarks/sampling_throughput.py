@@ -6,7 +6,7 @@ Usage:
         [--article-steps 10] [--json benchmarks/results/sampling_throughput.json]
 
 Rows (each with its network evaluations per sample, NFE):
-  vae, dcgan                  the shipped SavedModels (keras_gen.export.load_sampler) drawing
+  vae, dcgan                  the shipped SavedModels (keras_gen.sampling.load_sampler) drawing
                               --batch images per call (NFE 1: the decoder or the generator)
   ddpm/ddim_{S}               the shipped DDPM export, DDIM with S steps, --ddim-batch images per
                               call (NFE S)
@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 from keras_gen.evaluation.report import write_json
-from keras_gen.export import load_sampler
+from keras_gen.sampling import load_sampler
 from keras_gen.models.ddpm import build_ddpm
 from keras_gen.presets import get_preset
 from keras_gen.training import machine_info

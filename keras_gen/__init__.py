@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from keras_gen import callbacks, diffusion, plotting  # noqa: E402
 from keras_gen.data import load_dataset, make_dataset
-from keras_gen.export import export_saved_model, load_sampler
+from keras_gen.export import export_saved_model
+from keras_gen.sampling import load_sampler
 from keras_gen.models import (DCGAN, DDPM, VAE, AlternatingTrainer, build_discriminator, build_generator,
                               train_alternating)
 from keras_gen.presets import get_preset  # noqa: E402

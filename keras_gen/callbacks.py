@@ -7,7 +7,7 @@ from pathlib import Path
 
 import keras
 
-from keras_gen.checkpointing import save_keras_atomically
+from keras_gen.files import save_keras_atomically
 from keras_gen.plotting import image_grid
 
 

@@ -1,69 +1,53 @@
 """Resumable training state: written atomically every N steps and at epoch ends, read by --resume.
 
-A checkpoint is ``<out>/resume/``:
+A checkpoint is ``<run>/resume/``:
 
     state.json               progress (epochs done, step in the epoch, global step, wall seconds),
                              the history rows so far, the run's config and the name of ...
-    ckpt-00001234.npz        ... every variable that training changes: the model's variables
-                             (weights, EMA weights, SeedGenerator states), each optimizer's
-                             variables (moments, iteration counter) and any extra NumPy state.
+    ckpt-00001234.npz        ... every variable that training changes, stored by name: the model's
+                             variables (weights, EMA weights, SeedGenerator states), each
+                             optimizer's variables (moments, iteration counter) and any extra state.
 
-Each file is written under a temporary name and renamed; state.json is replaced last and names its
-.npz, so a kill at any moment leaves the previous complete checkpoint in force. Variables are
-saved in the order the model creates them and restored with a shape check, which makes a
-mismatched model (a different config) fail loudly instead of loading garbage.
+Variables are keyed ``<group>/<name>`` where the name is the variable's Keras path with the
+per-process layer numbering (``conv2d_7`` when six other conv layers were built earlier in the
+process) replaced by the numbering within the model itself, and an optimizer slot is named after
+the model variable it belongs to (``optimizer/<variable name>:momentum``). A restore matches by
+those names and refuses, naming the variables, a checkpoint with a missing, extra, renamed or
+differently shaped variable: a changed model never loads garbage by position.
 
-``history.csv`` is rewritten from the checkpointed history rows (atomically), so after a resume
-it holds each finished epoch exactly once.
+Each file is written under a temporary name and renamed (keras_gen.files); state.json is replaced
+last and names its .npz, so a kill at any moment leaves the previous complete checkpoint in force.
+``history.csv`` is rewritten from the checkpointed history rows, so after a resume it holds each
+finished epoch exactly once.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
 import math
-import os
-import tempfile
+import re
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from keras_gen.files import atomic_write_bytes
+
 STATE_NAME = "state.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: variables stored by position (keras_gen 0.1 before the named store)
+_AUTO_NUMBER = re.compile(r"_\d+$")
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; training stopped and the last good checkpoint was kept."""
 
 
-def atomic_write_bytes(path: Path, data: bytes):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_keras_atomically(model, path: Path):
-    """``model.save`` to a temporary .keras name beside ``path``, then rename over it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+class CheckpointError(ValueError):
+    """A resume checkpoint that cannot be used (damaged, or written by a different model)."""
 
 
 def write_history_csv(rows: list[dict], path: Path):
@@ -79,34 +63,75 @@ def write_history_csv(rows: list[dict], path: Path):
 def training_variables(model, extra_optimizers=None) -> dict[str, list]:
     """Every variable training changes, by group: the model's, and each optimizer's.
 
-    Optimizers are the model's attributes (``optimizer``, DCGAN's ``d_optimizer``/``g_optimizer``)
-    plus ``extra_optimizers`` ({name: optimizer}, e.g. the alternating GAN loop's); all must be
-    built (see build_optimizers).
+    Optimizers are those the model's kind names (``ModelKind.optimizers``; default the model's
+    ``optimizer``) plus ``extra_optimizers`` ({name: optimizer}, e.g. a custom loop's); all must
+    be built (see build_optimizers).
     """
+    from keras_gen.models.kinds import model_optimizers
+
     groups = {"model": list(model.variables)}
-    optimizers = {"optimizer": getattr(model, "optimizer", None),
-                  "d_optimizer": getattr(model, "d_optimizer", None),
-                  "g_optimizer": getattr(model, "g_optimizer", None),
-                  **(extra_optimizers or {})}
-    for name, optimizer in optimizers.items():
-        if optimizer is not None:
-            groups[name] = list(optimizer.variables)
+    for name, optimizer in {**model_optimizers(model), **(extra_optimizers or {})}.items():
+        groups[name] = list(optimizer.variables)
     return groups
 
 
 def build_optimizers(model):
-    """Create the optimizers' variables before a restore (Keras builds them lazily on step 1)."""
-    if getattr(model, "d_optimizer", None) is not None:  # DCGAN: one optimizer per network
-        if not model.d_optimizer.built:
-            model.d_optimizer.build(model.discriminator.trainable_variables)
-        if not model.g_optimizer.built:
-            model.g_optimizer.build(model.generator.trainable_variables)
-    elif getattr(model, "optimizer", None) is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    """Create the optimizers' variables before a restore (Keras builds them lazily on step 1),
+    each on the variables it trains (``ModelKind.optimizer_targets``)."""
+    from keras_gen.models.kinds import optimizer_targets
+
+    for optimizer, variables in optimizer_targets(model):
+        if not optimizer.built:
+            optimizer.build(variables)
+
+
+def _canonical_names(variables) -> list[str]:
+    """Paths of ``variables`` with Keras' per-process auto-numbering renumbered within the list."""
+    mapping, counts, names = {}, collections.Counter(), []
+    for v in variables:
+        parts = []
+        for token in v.path.split("/"):
+            if token not in mapping:
+                base = _AUTO_NUMBER.sub("", token)
+                mapping[token] = base if counts[base] == 0 else f"{base}_{counts[base]}"
+                counts[base] += 1
+            parts.append(mapping[token])
+        names.append("/".join(parts))
+    return names
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made unique by occurrence (``name#2``): e.g. an EMA copy built from the same config."""
+    seen = collections.Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def variable_keys(groups: dict[str, list]) -> dict[str, object]:
+    """{"<group>/<stable name>": variable} for a training_variables() dict (see module docstring)."""
+    model_vars = groups.get("model", [])
+    model_names = _canonical_names(model_vars)
+    flat = {v.path.replace("/", "_"): name for v, name in zip(model_vars, model_names)}
+    keys = {}
+    for group, variables in groups.items():
+        if group == "model":
+            names = model_names
+        else:
+            names = []
+            for v in variables:
+                local = v.path.split("/", 1)[-1]  # drop the optimizer's own (numbered) name
+                owner = max((k for k in flat if local.startswith(k + "_")), key=len, default=None)
+                names.append(f"{flat[owner]}:{local[len(owner) + 1:]}" if owner else local)
+        for name, v in zip(_unique(names), variables):
+            keys[f"{group}/{name}"] = v
+    return keys
 
 
 class CheckpointStore:
-    """Reads and writes the checkpoints of one run folder (``<out>/resume``)."""
+    """Reads and writes the checkpoints of one run folder (``<run>/resume``)."""
 
     def __init__(self, directory):
         self.directory = Path(directory)
@@ -120,17 +145,20 @@ class CheckpointStore:
             return None
         try:
             state = json.loads(self.state_path.read_text())
-        except ValueError as exc:
-            raise ValueError(f"{self.state_path} is not valid JSON ({exc}); the run cannot be resumed") from exc
-        if int(state.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{self.state_path} was written by a newer keras_gen; upgrade to resume it")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{self.state_path} is not valid JSON ({exc}); the run cannot be "
+                                  "resumed: start it again in a new --out folder") from exc
+        if not isinstance(state, dict) or "global_step" not in state:
+            raise CheckpointError(f"{self.state_path} is not a keras_gen resume state; the run cannot be resumed")
+        version = int(state.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise CheckpointError(f"{self.state_path} was written by a newer keras_gen; upgrade to resume it")
         return state
 
     def save(self, groups: dict[str, list], state: dict):
         """Write the variables and then the state naming them; drop older .npz files."""
         name = f"ckpt-{state['global_step']:08d}.npz"
-        arrays = {f"{group}/{i:05d}": np.asarray(keras.ops.convert_to_numpy(v))
-                  for group, variables in groups.items() for i, v in enumerate(variables)}
+        arrays = {key: np.asarray(keras.ops.convert_to_numpy(v)) for key, v in variable_keys(groups).items()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         atomic_write_bytes(self.directory / name, buffer.getvalue())
@@ -143,21 +171,34 @@ class CheckpointStore:
         return state
 
     def restore(self, groups: dict[str, list], state: dict):
-        """Assign the saved values to ``groups``' variables (the model and its optimizers)."""
-        path = self.directory / state["variables_file"]
-        with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files}
-        for group, variables in groups.items():
-            saved = state["groups"].get(group)
-            if saved != len(variables):
-                raise ValueError(f"the checkpoint in {self.directory} has {saved} '{group}' variables, "
-                                 f"this model has {len(variables)}: it was written by a different model")
-            for i, variable in enumerate(variables):
-                value = arrays[f"{group}/{i:05d}"]
-                if tuple(value.shape) != tuple(variable.shape):
-                    raise ValueError(f"checkpoint variable {group}/{i} has shape {value.shape}, the model's "
-                                     f"{getattr(variable, 'path', variable.name)} has {tuple(variable.shape)}: a different model")
-                variable.assign(value)
+        """Assign the saved values to ``groups``' variables (the model and its optimizers), by name."""
+        if int(state.get("format_version", 0)) < FORMAT_VERSION:
+            raise CheckpointError(f"{self.state_path} stores variables by position (an older keras_gen): "
+                                  "it cannot be matched by name; start the run again in a new --out folder")
+        path = self.directory / str(state.get("variables_file"))
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"the checkpoint {path} is missing or damaged ({exc}); the run cannot "
+                                  "be resumed: start it again in a new --out folder") from exc
+        wanted = variable_keys(groups)
+        missing = sorted(set(wanted) - set(arrays))
+        extra = sorted(set(arrays) - set(wanted))
+        if missing or extra:
+            def some(keys):
+                return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems = ([f"it lacks {len(missing)} variable(s) this model has ({some(missing)})"] if missing else []) + \
+                       ([f"it has {len(extra)} variable(s) this model lacks ({some(extra)})"] if extra else [])
+            raise CheckpointError(f"the checkpoint {path} was written by a different model: "
+                                  f"{'; '.join(problems)}")
+        for key, variable in wanted.items():
+            value = arrays[key]
+            if tuple(value.shape) != tuple(variable.shape):
+                raise CheckpointError(f"checkpoint variable {key} has shape {value.shape}, the model's has "
+                                      f"{tuple(variable.shape)}: the checkpoint was written by a different model")
+        for key, variable in wanted.items():
+            variable.assign(arrays[key])
 
 
 def nonfinite_losses(logs) -> list[str]:
@@ -173,29 +214,16 @@ def nonfinite_losses(logs) -> list[str]:
     return bad
 
 
-class ResumableCheckpoint(keras.callbacks.Callback):
-    """Checkpoint every ``every_steps`` steps and at each epoch end; stop on a NaN/Inf loss.
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Raise TrainingDiverged the moment a loss is NaN/Inf, before anything else is written.
 
-    ``state`` is the progress to continue from (zeros for a new run); ``clock()`` gives the
-    cumulative training seconds; ``extra_state()`` optionally returns JSON-able state to keep
-    under state["extra"] (e.g. a host RNG's state). A non-finite loss raises TrainingDiverged at
-    once, before anything else is saved, so the last checkpoint stays the good one. Put it
-    right after WallClock, before callbacks that write per-epoch files.
+    Put it first among the callbacks, so no per-epoch file or checkpoint of a diverged model is
+    saved; ``position()`` gives the (epoch, step) reached, for the message.
     """
 
-    def __init__(self, store: CheckpointStore, steps_per_epoch: int, *, every_steps: int = 500,
-                 state: dict, history_csv: Path, clock, variables_fn=None, extra_state=None):
+    def __init__(self, store: CheckpointStore, position):
         super().__init__()
-        self.store, self.steps_per_epoch, self.every_steps = store, int(steps_per_epoch), int(every_steps)
-        self.state = dict(state)
-        self.history_csv = Path(history_csv)
-        self.clock, self.variables_fn, self.extra_state = clock, variables_fn, extra_state
-
-    def _save(self):
-        self.state["wall_seconds"] = self.clock()
-        if self.extra_state:
-            self.state["extra"] = self.extra_state()
-        self.store.save((self.variables_fn or training_variables)(self.model), self.state)
+        self.store, self.position = store, position
 
     def _diverged(self, keys, epoch, step):
         last = self.store.load_state()
@@ -207,7 +235,44 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         bad = nonfinite_losses(logs)
         if bad:
-            self._diverged(bad, self.state["epoch"] + 1, self.state["step_in_epoch"] + 1)
+            epoch, step = self.position()
+            self._diverged(bad, epoch + 1, step + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        bad = nonfinite_losses(logs)
+        if bad:
+            self._diverged(bad, epoch + 1, self.position()[1])
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Checkpoint every ``every_steps`` steps and at each epoch end.
+
+    ``state`` is the progress to continue from (zeros for a new run); ``clock()`` gives the
+    cumulative training seconds; ``extra_state()`` optionally returns JSON-able state to keep
+    under state["extra"] (e.g. a host RNG's state). Put it *after* the callbacks that write
+    per-epoch files (sample grids, epoch snapshots): the epoch's resume state is written only
+    once they exist, so a kill in between redoes the epoch's end rather than losing its files.
+    """
+
+    def __init__(self, store: CheckpointStore, steps_per_epoch: int, *, every_steps: int = 500,
+                 state: dict, history_csv: Path, clock, variables_fn=None, extra_state=None):
+        super().__init__()
+        self.store, self.steps_per_epoch, self.every_steps = store, int(steps_per_epoch), int(every_steps)
+        self.state = dict(state)
+        self.history_csv = Path(history_csv)
+        self.clock, self.variables_fn, self.extra_state = clock, variables_fn, extra_state
+
+    def position(self) -> tuple[int, int]:
+        """(epochs done, steps done in the current epoch)."""
+        return self.state["epoch"], self.state["step_in_epoch"]
+
+    def _save(self):
+        self.state["wall_seconds"] = self.clock()
+        if self.extra_state:
+            self.state["extra"] = self.extra_state()
+        self.store.save((self.variables_fn or training_variables)(self.model), self.state)
+
+    def on_train_batch_end(self, batch, logs=None):
         self.state["step_in_epoch"] += 1
         self.state["global_step"] += 1
         if self.every_steps and self.state["global_step"] % self.every_steps == 0 \
@@ -215,10 +280,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
             self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        bad = nonfinite_losses(logs)
-        if bad:
-            self._diverged(bad, epoch + 1, self.state["step_in_epoch"])
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         self.state.update(epoch=epoch + 1, step_in_epoch=0, history=self.state["history"] + [row])
-        self._save()
         write_history_csv(self.state["history"], self.history_csv)
+        self._save()

@@ -1,11 +1,16 @@
 """The `keras-gen` command line (also `python -m keras_gen`).
 
-Misuse (bad arguments, unknown names, unusable paths) prints one line and exits with code 2.
+Every failure ends in one line on stderr, never a traceback: exit code 2 for misuse and bad
+input (bad arguments, unknown names, unusable or foreign paths, damaged model files), 1 for a
+failure at run time (disk full, permission denied, a diverged training). ``--debug`` (or
+``KERAS_GEN_DEBUG=1``) shows the traceback instead. Model kinds come from the registry
+(keras_gen.models.kinds), including plugins named in ``$KERAS_GEN_PLUGINS``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -32,6 +37,52 @@ def positive_int(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
+    return value
+
+
+def finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def seed_int(text):
+    from keras_gen.diffusion.samplers import MAX_SEED
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {value}")
+    return value
+
+
+def png_target(path, force: bool) -> Path:
+    """A PNG path the command may write: new, or a keras_gen image (or ``--force``)."""
+    from keras_gen.files import is_keras_gen_png
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise CLIError(f"--out {path}: the grid is written as PNG, give a .png path")
+    if path.is_dir():
+        raise CLIError(f"--out {path} is a folder: give a .png file path")
+    if path.exists() and not force and not is_keras_gen_png(path):
+        raise CLIError(f"--out {path} exists and was not written by keras-gen: pass --force to replace it "
+                       "or choose another path")
+    return path
 
 
 # ------------------------------------------------------------------------------------- data
@@ -75,12 +126,11 @@ def cmd_train(args):
     if args.resume and given:
         raise CLIError(f"--resume continues a run with the settings it was started with; "
                        f"drop {', '.join('--' + k.replace('_', '-') for k in given)}")
-    try:
-        config = get_preset(args.model, args.preset, **overrides)
-        summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
-                        checkpoint_every=args.checkpoint_every, strategy=args.strategy)
-    except (OSError, ValueError) as exc:
-        raise CLIError(str(exc)) from None
+    if args.resume and args.force:
+        raise CLIError("--resume continues the run in --out; --force would replace it: choose one")
+    config = get_preset(args.model, args.preset, **overrides)
+    summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
+                    checkpoint_every=args.checkpoint_every, strategy=args.strategy, force=args.force)
     config = summary["train_config"]
     print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
           f" outputs in {args.out}:")
@@ -91,27 +141,23 @@ def cmd_train(args):
 # ------------------------------------------------------------------------------------- sample
 
 def cmd_sample(args):
-    from keras_gen.export import load_sampler
     from keras_gen.plotting import image_grid
+    from keras_gen.sampling import load_sampler
+    out = png_target(args.out, args.force)
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("label", args.label),
                                  ("guidance", args.guidance)) if v is not None}
-    try:
-        sampler = load_sampler(args.path)
-        images = sampler(args.n, args.seed, **options)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    sampler = load_sampler(args.path)
+    sampler.check(args.n, args.seed, **options)
+    images = sampler(args.n, args.seed, **options)
     which = "" if args.label is None else f" of class {args.label}" + (
         "" if args.guidance is None else f", guidance {args.guidance:g}")
-    image_grid(images, args.out, title=f"{Path(args.path).name}: {args.n} samples{which}, seed {args.seed}")
-    print(f"wrote {args.out} ({len(images)} images)")
+    image_grid(images, out, title=f"{Path(args.path).name}: {args.n} samples{which}, seed {args.seed}")
+    print(f"wrote {out} ({len(images)} images)")
 
 
 def cmd_export(args):
     from keras_gen.export import export_keras_file
-    try:
-        path = export_keras_file(args.path, args.out, ddim_eta=args.ddim_eta)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    path = export_keras_file(args.path, args.out, ddim_eta=args.ddim_eta, overwrite=args.force)
     print(f"exported {args.path} -> {path}")
 
 
@@ -123,7 +169,7 @@ def cmd_train_classifier(argv):
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
     parser.add_argument("--epochs", type=positive_int)
     parser.add_argument("--out", help="output .keras path (default: saved_models/<dataset>_classifier.keras)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0)
     args = parser.parse_args(argv)
     from keras_gen.evaluation import train_classifier
     info = train_classifier(args.dataset, args.out, epochs=args.epochs, seed=args.seed)
@@ -137,41 +183,45 @@ def cmd_evaluate(args):
     if args.extra:
         raise CLIError(f"unrecognized arguments: {' '.join(args.extra)}")
     from keras_gen.evaluation import evaluate_paths, model_card, record_evaluation, write_model_card
-    try:
-        report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
-                                report_dir=args.report, dataset=args.dataset, seed=args.seed,
-                                batch_size=args.batch_size, references=not args.no_references,
-                                ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
-        if args.record:
-            for path in record_evaluation(report):
-                print(f"recorded the evaluation in {path}/assets")
-        if args.card:
-            exports = [p for p in args.paths if Path(p).is_dir()]
-            write_model_card(args.card, model_card(exports))
-            print(f"wrote the model card table to {args.card}")
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
+                            report_dir=args.report, dataset=args.dataset, seed=args.seed,
+                            batch_size=args.batch_size, references=not args.no_references,
+                            ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
+    if args.record:
+        for path in record_evaluation(report):
+            print(f"recorded the evaluation in {path}/assets")
+    if args.card:
+        exports = [p for p in args.paths if Path(p).is_dir()]
+        write_model_card(args.card, model_card(exports))
+        print(f"wrote the model card table to {args.card}")
 
 
 # ------------------------------------------------------------------------------------- demo
 
-SHIPPED_KINDS = ("vae", "dcgan", "ddpm")
+def shipped_exports() -> list[Path]:
+    """The exported models in the shipped-models folder, in the registry's kind order."""
+    from keras_gen.evaluation import models_dir
+    from keras_gen.export import is_export, read_export_info
+    from keras_gen.models.kinds import model_kinds
+
+    folder = models_dir()
+    exports = [p for p in sorted(folder.iterdir()) if is_export(p)] if folder.is_dir() else []
+    order = {name: i for i, name in enumerate(model_kinds())}
+    return sorted(exports, key=lambda p: (order.get(read_export_info(p)["kind"], len(order)), p.name))
 
 
 def cmd_demo(args):
-    """Sample every shipped model, draw the DDPM's reverse process and the trilemma table/chart."""
+    """Sample every shipped model, draw each kind's demo figures and the trilemma table/chart."""
     import time
-
-    import numpy as np
-    import tensorflow as tf
 
     from keras_gen.data import load_dataset
     from keras_gen.evaluation import evaluate_paths, models_dir
-    from keras_gen.plotting import image_grid, reverse_process_strip
+    from keras_gen.plotting import image_grid
+    from keras_gen.sampling import load_sampler
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shipped = {kind: models_dir() / kind for kind in SHIPPED_KINDS if (models_dir() / kind).is_dir()}
+    shipped = shipped_exports()
     if not shipped:
         raise CLIError(f"no shipped models in {models_dir()}: train them with "
                        "`keras-gen train {vae,dcgan,ddpm} --preset cpu` and copy the saved_model/ folders")
@@ -179,23 +229,18 @@ def cmd_demo(args):
     real_grid = out / "mnist_training_images.png"
     image_grid(images[:64], real_grid, title="MNIST: 64 training images")
     written = [real_grid]
-    for kind, path in shipped.items():
-        model = tf.saved_model.load(str(path))
+    for path in shipped:
+        sampler = load_sampler(path)
         start = time.perf_counter()
-        samples = model.signatures["serving_default"](num_images=tf.constant(64), seed=tf.constant(args.seed))
+        samples = sampler(64, args.seed)
         seconds = time.perf_counter() - start
-        grid = out / f"{kind}_samples.png"
-        image_grid(samples["images"].numpy(), grid, title=f"{kind.upper()}: 64 samples ({seconds:.1f} s)")
+        grid = out / f"{path.name}_samples.png"
+        image_grid(samples, grid, title=f"{path.name}: 64 samples ({seconds:.1f} s)")
         written.append(grid)
-        print(f"{kind:>6}: 64 samples in {seconds:.1f} s -> {grid}")
-        if kind == "ddpm":
-            traj = model.signatures["sample_trajectory"](num_images=tf.constant(4), seed=tf.constant(args.seed),
-                                                         steps=tf.constant(50))["trajectory"].numpy()
-            strip = out / "ddpm_reverse_process.png"
-            reverse_process_strip(np.asarray(traj), strip)
-            written.append(strip)
+        print(f"{path.name:>6}: 64 samples in {seconds:.1f} s -> {grid}")
+        written += sampler.kind.demo_figures(sampler, out, args.seed)
     report_dir = out / "trilemma"
-    evaluate_paths([str(p) for p in shipped.values()], n=args.n, ddim_steps=tuple(args.ddim_steps),
+    evaluate_paths([str(p) for p in shipped], n=args.n, ddim_steps=tuple(args.ddim_steps),
                    ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
                    batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed)
     print("\nwrote:")
@@ -221,16 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
 
     train = sub.add_parser("train", help="train a model with fit, write figures, .keras and SavedModel")
-    train.add_argument("model", choices=["vae", "dcgan", "ddpm"])
+    train.add_argument("model", help="model kind: vae, dcgan, ddpm (or a plugin's, see KERAS_GEN_PLUGINS)")
     train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--batch-size", type=positive_int)
     train.add_argument("--latent-dim", type=positive_int)
-    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--learning-rate", type=positive_float)
     train.add_argument("--dataset", choices=["mnist", "fashion_mnist"])
     train.add_argument("--limit", type=positive_int, help="train on the first N images only")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=seed_int)
     train.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions")
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
@@ -243,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "multiworker = the cluster in TF_CONFIG; --batch-size is global")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its latest checkpoint")
+    train.add_argument("--force", action="store_true",
+                       help="replace the run already in --out (only the files a run writes are removed)")
     train.add_argument("--checkpoint-every", type=positive_int, default=500,
                        help="steps between checkpoints (also one at every epoch end; default 500)")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
@@ -252,20 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="draw a grid of samples from an export or .keras file")
     sample.add_argument("path", help="exported SavedModel directory or .keras file")
     sample.add_argument("--n", type=positive_int, default=64)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--out", default="samples.png")
+    sample.add_argument("--seed", type=seed_int, default=0)
+    sample.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
+    sample.add_argument("--force", action="store_true", help="replace --out even if keras-gen did not write it")
     sample.add_argument("--sampler", choices=["ddpm", "ddim"], help="DDPM only")
     sample.add_argument("--steps", type=positive_int, help="DDPM only: sampling steps")
     sample.add_argument("--label", type=int, help="conditional models: the class to draw")
-    sample.add_argument("--guidance", type=float,
+    sample.add_argument("--guidance", type=finite_float,
                         help="conditional DDPM: classifier-free guidance scale w (0 = unconditional, "
                              "1 = conditional; default: the model's)")
     sample.set_defaults(func=cmd_sample)
 
     export = sub.add_parser("export", help="export a .keras model file as a SavedModel")
     export.add_argument("path", help="a .keras file (a run's model.keras or checkpoints/epoch_XXX.keras)")
-    export.add_argument("--out", required=True, help="SavedModel directory to write (replaced atomically)")
-    export.add_argument("--ddim-eta", type=float, help="DDPM: the export's default DDIM eta, 0 (deterministic) "
+    export.add_argument("--out", required=True, help="SavedModel directory to write (new or empty; "
+                        "an earlier export is replaced atomically with --force)")
+    export.add_argument("--force", action="store_true", help="replace an earlier keras_gen export at --out")
+    export.add_argument("--ddim-eta", type=finite_float, help="DDPM: the export's default DDIM eta, 0 (deterministic) "
                         "to 1, replacing the model's")
     export.set_defaults(func=cmd_export)
 
@@ -289,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
                           help="default: the dataset recorded in the exports")
     evaluate.add_argument("--batch-size", type=positive_int, default=500)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed_int, default=0)
     evaluate.add_argument("--no-references", action="store_true",
                           help="skip the real / noise / single-class reference rows")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -300,31 +350,62 @@ def build_parser() -> argparse.ArgumentParser:
                       help="samples per model for the trilemma table (default 500)")
     demo.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 50],
                       help="DDIM step counts for the DDPM rows (default 10 50)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=seed_int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
+def _one_line(exc) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _os_error_line(exc: OSError) -> str:
+    """An OSError as one line naming the file and what to do."""
+    import errno
+    where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+    if exc.errno == errno.ENOSPC:
+        return f"the disk is full{where}: free space and run the command again (a training can be --resume'd)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied{where}: choose a folder you can write to"
+    return _one_line(exc) if not where or str(exc.filename) in str(exc) else f"{_one_line(exc)}{where}"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("KERAS_GEN_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "evaluate":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
-    from keras_gen.checkpointing import TrainingDiverged
-    from keras_gen.data.sources import DataError
     try:
         args.func(args)
-    except (CLIError, DataError) as exc:
-        print(f"keras-gen: error: {exc}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as exc:  # not misuse: the run itself failed
-        print(f"keras-gen: error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("keras-gen: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001  (every failure becomes one line; --debug shows it whole)
+        if debug:
+            raise
+        code, line = _classify(exc)
+        print(f"keras-gen: error: {line}", file=sys.stderr)
+        return code
     return 0
+
+
+def _classify(exc) -> tuple[int, str]:
+    """(exit code, message line) of a failure: 2 for bad input, 1 for run-time failures."""
+    from keras_gen.checkpointing import TrainingDiverged
+    from keras_gen.data.sources import DataError
+
+    if isinstance(exc, TrainingDiverged):
+        return 1, _one_line(exc)
+    if isinstance(exc, (CLIError, DataError, ValueError, TypeError)):
+        return 2, _one_line(exc)
+    if isinstance(exc, OSError):
+        return 1, _os_error_line(exc)
+    return 1, f"{type(exc).__name__}: {_one_line(exc)} (rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":  # pragma: no cover

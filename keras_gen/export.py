@@ -2,14 +2,16 @@
 
 The SavedModel loads with ``tf.saved_model.load`` in a process that never imports keras_gen and
 runs with ``saved_model_cli``. Besides the signatures it carries ``assets/keras_gen.json`` (model
-kind, config, dataset, training facts, metrics). Writes are atomic: the export goes to a temporary
-sibling directory that is renamed into place, so a failure leaves any previous export intact.
+kind, config, dataset, training facts, metrics, and ``network_passes``: the network evaluations
+per sample of ``serving_default``). Writes are atomic: the export goes to a temporary sibling
+directory that is renamed into place, so a failure leaves any previous export intact. An export
+never replaces what it did not write: an existing target must be an earlier keras_gen export
+(and ``overwrite=True``) or an empty folder.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,100 +19,96 @@ from pathlib import Path
 import keras
 
 import keras_gen
-from keras_gen.models.serving import MAX_IMAGES
+from keras_gen.files import atomic_write_bytes, replace_directory
 
 ASSET_NAME = "keras_gen.json"
 FORMAT_VERSION = 1
 
 
-def export_saved_model(model, path, *, metadata=None):
-    """Export ``model`` (a keras_gen VAE / DCGAN / DDPM) to a SavedModel directory at ``path``.
+def is_export(path) -> bool:
+    """True for a folder holding a keras_gen SavedModel (saved_model.pb and our assets file)."""
+    path = Path(path)
+    return (path / "saved_model.pb").is_file() and (path / "assets" / ASSET_NAME).is_file()
+
+
+def check_export_target(path, overwrite: bool = False):
+    """Refuse (ValueError naming it) a target that is not ours to replace: a file, a non-empty
+    folder that is not a keras_gen export, or an export when ``overwrite`` is False."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise ValueError(f"{path} exists and is not a folder: choose another export path")
+    if is_export(path):
+        if not overwrite:
+            raise ValueError(f"{path} already holds an export: pass --force (Python: overwrite=True) to "
+                             "replace it, or choose another path")
+        return
+    if any(path.iterdir()):
+        raise ValueError(f"{path} is a folder that is not a keras_gen export: refusing to replace it; "
+                         "choose a new or empty path")
+
+
+def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
+    """Export ``model`` (any registered model kind) to a SavedModel directory at ``path``.
 
     Args:
         model: a model with ``serving_endpoints()`` and ``get_config()``.
-        path: target directory; replaced atomically if it exists.
+        path: target directory: new, empty, or (with ``overwrite=True``) an earlier export, which
+            is then replaced atomically; anything else is refused (see `check_export_target`).
         metadata: extra JSON-able facts for the assets file (dataset, training steps, metrics...).
+        overwrite: replace an existing export at ``path``.
     Returns: the path as a Path.
     """
+    from keras_gen.models.kinds import kind_of
+
     path = Path(path)
+    check_export_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Only the variables the endpoints use are saved (e.g. the DDPM's EMA U-Net, not its raw one).
+    endpoints = model.serving_endpoints()
     archive = keras.export.ExportArchive()
-    for name, (fn, signature) in model.serving_endpoints().items():
+    for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name=name, fn=fn, input_signature=signature)
+    info = {"format_version": FORMAT_VERSION, "keras_gen_version": keras_gen.__version__,
+            "kind": model.kind, "config": model.get_config(), "signatures": sorted(endpoints)}
+    if getattr(model, "num_classes", None) is not None:  # a conditional model (sample_class)
+        info["num_classes"] = model.num_classes
+    info["network_passes"] = kind_of(model).network_passes(info)
+    info.update(metadata or {})
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
         archive.write_out(str(tmp), verbose=False)
-        assets = tmp / "assets"
-        assets.mkdir(exist_ok=True)
-        info = {"format_version": FORMAT_VERSION, "keras_gen_version": keras_gen.__version__,
-                "kind": model.kind, "config": model.get_config(),
-                "signatures": sorted(model.serving_endpoints()), **(metadata or {})}
-        if getattr(model, "num_classes", None) is not None:  # a conditional model (sample_class)
-            info["num_classes"] = model.num_classes
-        (assets / ASSET_NAME).write_text(json.dumps(info, indent=2, default=str))
-        _replace_dir(tmp, path)
+        atomic_write_bytes(tmp / "assets" / ASSET_NAME, json.dumps(info, indent=2, default=str).encode())
+        check_export_target(path, overwrite)  # again: the target may have appeared meanwhile
+        replace_directory(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
-def export_keras_file(keras_path, path, *, ddim_eta=None) -> Path:
+def export_keras_file(keras_path, path, *, ddim_eta=None, overwrite: bool = False) -> Path:
     """Export a saved ``.keras`` model (e.g. a run's model.keras or an epoch checkpoint) to ``path``.
 
-    The training facts of the run (dataset, preset, config, steps, wall time, machine) are taken
-    from the ``summary.json`` that ``keras-gen train`` writes beside model.keras, when present.
-    For an epoch checkpoint (``<run>/checkpoints/epoch_XXX.keras``) the epochs, steps, wall time
-    and metrics are those at the end of that epoch, from the run's history.csv.
-    ``ddim_eta`` (DDPM only) replaces the model's default DDIM eta in the export (and its config).
+    The training facts of the run (dataset, preset, config, steps, wall time, machine) come from
+    the run folder the file belongs to (keras_gen.runs.RunFolder.training_facts), when it has them;
+    for an epoch checkpoint, those at the end of that epoch. ``ddim_eta`` (DDPM only) replaces the
+    model's default DDIM eta in the export (and its config).
     """
-    import csv
+    from keras_gen.runs import RunFolder
+    from keras_gen.sampling import load_keras_model
 
     keras_path = Path(keras_path)
-    if keras_path.suffix != ".keras" or not keras_path.is_file():
-        raise ValueError(f"{keras_path} is not a .keras file")
-    import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
-    model = keras.models.load_model(keras_path)
+    check_export_target(path, overwrite)
+    model = load_keras_model(keras_path)
     if ddim_eta is not None:
-        if model.kind != "ddpm":
+        if not hasattr(model, "ddim_eta"):
             raise ValueError(f"ddim_eta applies to a DDPM, not to a {model.kind}")
         from keras_gen.models.ddpm import check_ddim_eta
         model.ddim_eta = check_ddim_eta(ddim_eta)
-    epoch_file = keras_path.parent.name == "checkpoints" and keras_path.stem.startswith("epoch_")
-    run_dir = keras_path.parent.parent if epoch_file else keras_path.parent
-    metadata = {}
-    if (run_dir / "summary.json").exists():
-        facts = json.loads((run_dir / "summary.json").read_text())
-        metadata = {k: facts[k] for k in ("dataset", "preset", "train_config", "training", "machine") if k in facts}
-    if epoch_file and metadata and (run_dir / "history.csv").exists():
-        epochs = int(keras_path.stem.split("_")[1])
-        with open(run_dir / "history.csv") as f:
-            row = next(r for r in csv.DictReader(f) if int(r["epoch"]) + 1 == epochs)
-        steps_per_epoch = metadata["training"]["steps"] // metadata["training"]["epochs"]
-        metadata["training"] = {"epochs": epochs, "steps": epochs * steps_per_epoch,
-                                "wall_seconds": round(float(row["wall_seconds"]), 1),
-                                "final_metrics": {k: float(v) for k, v in row.items()
-                                                  if k not in ("epoch", "wall_seconds") and v not in ("", "NA")},
-                                "checkpoint_of": f"{metadata['training']['epochs']}-epoch run"}
-        metadata["train_config"] = {**metadata.get("train_config", {}), "epochs": epochs}
-    return export_saved_model(model, path, metadata=metadata)
-
-
-def _replace_dir(new: Path, target: Path):
-    """Move ``new`` to ``target``; an existing target is swapped out first and removed after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    run, epoch = RunFolder.of_keras_file(keras_path)
+    return export_saved_model(model, path, metadata=run.training_facts(epoch), overwrite=overwrite)
 
 
 def read_export_info(path) -> dict:
@@ -123,89 +121,11 @@ def read_export_info(path) -> dict:
         raise ValueError(f"{path} has no assets/{ASSET_NAME}: not a keras_gen export")
     try:
         info = json.loads(asset.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{asset} is not valid JSON: {exc}") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{asset} is not valid JSON ({exc}): re-export the model") from exc
+    if not isinstance(info, dict) or not isinstance(info.get("config"), dict) or "kind" not in info:
+        raise ValueError(f"{asset} lacks the kind and config of the model: re-export the model")
     if int(info.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path} was exported by a newer keras_gen (format "
                          f"{info['format_version']} > {FORMAT_VERSION}); upgrade keras_gen")
     return info
-
-
-def load_sampler(path):
-    """A function ``sample(n, seed, **options) -> float32 (n, 28, 28, 1) in [0, 1]`` for a model.
-
-    Every keras_gen model's ``sample()`` and every export's signatures return that format.
-
-    ``path`` is an exported SavedModel directory (called through its signatures) or a ``.keras``
-    file (loaded with keras and sampled directly). DDPM options: sampler="ddpm"|"ddim", steps.
-    Conditional models: ``label`` (one class for all n images; an export's ``sample_class``) and,
-    for a DDPM, ``guidance`` (default: the model's).
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    path = Path(path)
-    if path.suffix == ".keras" and path.is_file():
-        import keras_gen.models  # noqa: F401  (registers the classes load_model needs)
-        model = keras.models.load_model(path)
-
-        def sample_keras(n, seed, label=None, guidance=None, **options):
-            if label is not None:
-                options["labels"] = label
-            if guidance is not None:
-                if model.kind != "ddpm":
-                    raise ValueError(f"guidance applies to a conditional DDPM, not to a {model.kind}")
-                options["guidance"] = guidance
-            return np.asarray(model.sample(n, seed, **options), dtype=np.float32)
-        return sample_keras
-    if not path.exists():
-        raise ValueError(f"{path} does not exist")
-    if not path.is_dir():
-        raise ValueError(f"{path} is neither an exported SavedModel directory nor a .keras file")
-    info = read_export_info(path)
-    loaded = tf.saved_model.load(str(path))
-
-    def sample_export(n, seed, sampler=None, steps=None, label=None, guidance=None, **options):
-        if not 1 <= int(n) <= MAX_IMAGES:
-            raise ValueError(f"an export draws 1 to {MAX_IMAGES} images per call, got {n}; "
-                             "ask in several calls")
-        if options:
-            raise ValueError(f"unsupported options for a {info['kind']} export: {sorted(options)}")
-        args = dict(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
-        num_classes = info.get("num_classes")
-        if label is None and guidance is not None:
-            raise ValueError("guidance needs a label (sample_class)")
-        if label is not None:
-            if num_classes is None:
-                raise ValueError(f"{path} is an unconditional {info['kind']}: it takes no label")
-            if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not 0 <= label < num_classes:
-                raise ValueError(f"label must be an integer in [0, {num_classes}), got {label!r}")
-            if sampler is not None or steps is not None:
-                raise ValueError("an export's sample_class runs its default sampler; sampler/steps "
-                                 "cannot be combined with a label (sample the .keras file for that)")
-            args["label"] = tf.constant(label, tf.int32)
-            if info["kind"] == "ddpm":
-                w = info["config"]["guidance"] if guidance is None else guidance  # recorded by DDPM.get_config
-                args["guidance"] = tf.constant(w, tf.float32)
-            elif guidance is not None:
-                raise ValueError(f"guidance applies to DDPM exports, not to a {info['kind']}")
-            return loaded.signatures["sample_class"](**args)["images"].numpy()
-        if info["kind"] != "ddpm":
-            if sampler is not None or steps is not None:
-                raise ValueError(f"sampler/steps apply to DDPM exports, not to a {info['kind']}")
-            signature = loaded.signatures["serving_default"]
-        elif sampler == "ddpm":
-            if steps is not None:
-                raise ValueError("the DDPM sampler runs all T steps; use sampler='ddim' to set steps")
-            signature = loaded.signatures["sample_ddpm"]
-        elif steps is not None:
-            timesteps = info["config"]["schedule"]["timesteps"]
-            if not 1 <= steps <= timesteps:
-                raise ValueError(f"DDIM steps must be in [1, {timesteps}] for this model, got {steps}")
-            args["steps"] = tf.constant(steps, tf.int32)
-            signature = loaded.signatures["sample_ddim"]
-        else:
-            signature = loaded.signatures["serving_default"]
-        return signature(**args)["images"].numpy()
-    sample_export.info = info
-    return sample_export

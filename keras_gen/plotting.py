@@ -6,9 +6,6 @@ matplotlib Figure so notebooks can show it. Images may be float in [0, 1] or [-1
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 
 import matplotlib
 
@@ -33,19 +30,15 @@ def to_display(images) -> np.ndarray:
 
 
 def save_figure(fig, path):
-    """Write a figure to path via a temporary file and rename, so a crash never leaves half a PNG."""
+    """Write a figure to path atomically (keras_gen.files), so a crash never leaves half a PNG."""
     if path is None:
         return fig
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png.tmp")
-    os.close(fd)
+    from keras_gen.files import PNG_SOFTWARE, atomic_path
+
     try:
-        fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         plt.close(fig)
     return fig
 

@@ -31,16 +31,16 @@ BAD_INPUTS = [
     # unknown names
     (["train", "vae", "--out", "{tmp}/o", "--dataset", "cifar10"], "invalid choice: 'cifar10'"),
     (["train", "vae", "--out", "{tmp}/o", "--preset", "huge"], "unknown preset 'huge' for vae"),
-    (["train", "gan", "--out", "{tmp}/o"], "invalid choice: 'gan'"),
+    (["train", "gan", "--out", "{tmp}/o"], "unknown model kind 'gan'; choose from dcgan, ddpm, vae"),
     (["sample", "{ddpm}", "--sampler", "euler"], "invalid choice: 'euler'"),
     (["train", "vae"], "the following arguments are required: --out"),
     # DDIM steps beyond the model's T, and sampler options on models without them
     (["sample", "{ddpm}", "--steps", "5000", "--out", "{tmp}/s.png"], "DDIM steps must be in [1, 1000]"),
     (["sample", "{ddpm}", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/s.png"],
      "the DDPM sampler runs all T steps"),
-    (["sample", "{export}", "--steps", "5", "--out", "{tmp}/s.png"], "sampler/steps apply to DDPM exports"),
+    (["sample", "{export}", "--steps", "5", "--out", "{tmp}/s.png"], "a vae model does not take steps (options: label)"),
     # absurd image counts: capped, and said so
-    (["sample", "{export}", "--n", "100000", "--out", "{tmp}/s.png"], "1 to 4096 images per call, got 100000"),
+    (["sample", "{export}", "--n", "100000", "--out", "{tmp}/s.png"], "n must be an integer in [1, 4096] per call, got 100000"),
     # paths that are not exported models
     (["sample", "{tmp}/missing"], "missing does not exist"),
     (["sample", "{tmp}/empty_dir"], "is not an exported SavedModel (no saved_model.pb)"),

@@ -29,13 +29,14 @@ import keras, numpy as np, tensorflow as tf
 from keras_gen.data import make_dataset
 from keras_gen.distribute import make_strategy
 from keras_gen.presets import get_preset
-from keras_gen.training import SPECS, prepare_model
+from keras_gen.models.kinds import get_model_kind
+from keras_gen.training import prepare_model
 
 out = {}
 for kind in ("vae", "dcgan", "ddpm"):
     config = get_preset(kind, "tiny", batch_size=32)
-    spec = SPECS[kind]
-    batch = next(iter(make_dataset("mnist", "train", 32, shuffle=False, limit=32, **spec.data_options(config))))
+    batch = next(iter(make_dataset("mnist", "train", 32, shuffle=False, limit=32,
+                                   **get_model_kind(kind).data_options(config))))
     runs = {}
     for name in ("default", "mirrored"):
         strategy = make_strategy(name)

@@ -9,11 +9,10 @@ parameters, training time, classifier FID, coverage, samples/s. Nothing in the t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from keras_gen.export import ASSET_NAME, read_export_info
+from keras_gen.files import atomic_write_bytes
 
 ROW_KEYS = ("label", "sampler", "steps", "nfe_per_sample", "n", "fid", "kid_mean", "precision", "recall",
             "classes_covered", "normalized_entropy", "min_class_fraction", "inception_score",
@@ -21,11 +20,7 @@ ROW_KEYS = ("label", "sampler", "steps", "nfe_per_sample", "n", "fid", "kid_mean
 
 
 def _write_info(path: Path, info: dict):
-    asset = path / "assets" / ASSET_NAME
-    fd, tmp = tempfile.mkstemp(dir=asset.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(info, f, indent=2, default=str)
-    os.replace(tmp, asset)
+    atomic_write_bytes(path / "assets" / ASSET_NAME, json.dumps(info, indent=2, default=str).encode())
 
 
 def record_evaluation(report: dict) -> list[Path]:
@@ -112,7 +107,8 @@ CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
 
 def write_model_card(path, table: str) -> Path:
     """Put ``table`` into the markdown file at ``path``: between the model-card markers when the
-    file has them (the prose around stays), else as the whole file."""
+    file has them (the prose around stays), else appended to the file (a new file holds just the
+    table); nothing else in the file is changed. Written atomically."""
     path = Path(path)
     block = f"{CARD_START}\n{table}\n{CARD_END}"
     text = path.read_text() if path.exists() else ""
@@ -120,6 +116,6 @@ def write_model_card(path, table: str) -> Path:
         before, rest = text.split(CARD_START, 1)
         text = before + block + rest.split(CARD_END, 1)[1]
     else:
-        text = block + "\n"
-    path.write_text(text)
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    atomic_write_bytes(path, text.encode())
     return path

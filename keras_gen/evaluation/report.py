@@ -1,6 +1,6 @@
 """The trilemma report: score exported generators on quality, speed and coverage, side by side.
 
-``evaluate_paths(paths)`` loads each export (keras_gen.export.load_sampler), draws n samples
+``evaluate_paths(paths)`` loads each export (keras_gen.sampling.load_sampler), draws n samples
 (a DDPM once with its full ancestral sampler and once per DDIM step count), scores them with the
 dataset's shipped classifier against the real test split, adds the reference rows (real training
 images, uniform noise, a single class) scored the same way, prints a table, and writes a JSON
@@ -13,15 +13,14 @@ import json
 import os
 import re
 import sys
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from keras_gen.evaluation.classifier import load_classifier
+from keras_gen.files import atomic_write_bytes
 from keras_gen.evaluation.metrics import (coverage_metrics, feature_statistics,
                                           frechet_distance_from_statistics,
                                           kernel_inception_distance, precision_recall)
@@ -30,7 +29,7 @@ from keras_gen.evaluation.speed import measure_sampling_speed
 
 DEFAULT_DDIM_STEPS = (10, 25, 50, 100)
 DEFAULT_BATCH_SIZE = 500
-KINDS = ("vae", "dcgan", "ddpm")
+SLOW_PASSES = 100  # a row above this many network passes per sample is timed once, not speed_repeats times
 
 
 # ------------------------------------------------------------------------------ scoring images
@@ -73,73 +72,39 @@ def sample_images(sample_fn, n: int, batch_size: int, seed: int = 0, *, progress
 
 # ------------------------------------------------------------------------------- the exports
 
-def _keras_file_info(path: Path) -> dict:
-    """kind and config of a .keras file, read from its config.json (no model is built)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            config = json.loads(archive.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read the model config of {path}: {exc}") from exc
-    return {"kind": str(config.get("class_name", "")).lower(), "config": config.get("config", {})}
-
-
-def _timesteps(info: dict) -> int:
-    config = info.get("config") or {}
-    for source in (config.get("schedule") or {}, config, info.get("train_config") or {}):
-        if isinstance(source, dict) and source.get("timesteps"):
-            return int(source["timesteps"])
-    raise ValueError("cannot find the DDPM's number of timesteps in the export's info")
-
-
-def _plan(name: str, info: dict, ddim_steps, ddpm_full: bool = True,
+def _plan(name: str, sampler, ddim_steps, ddpm_full: bool = True,
           ddpm_full_n: int | None = None) -> tuple[list[dict], list[str]]:
-    """The sampling runs of one export: [{label, short_label, sampler options, nfe, n}], notes.
-
-    A DDPM gets its full ancestral sampler (unless ``ddpm_full`` is False; with ``ddpm_full_n``
-    samples when given, since it is T network passes per sample) and one DDIM run per step count
-    in ``ddim_steps`` (counts outside [1, T] are skipped with a note)."""
-    kind = info["kind"]
-    group = f"{name} ({kind.upper()})"
-    if kind != "ddpm":
-        return [dict(label=group, short_label=kind.upper(), group=group, options={},
-                     sampler=None, steps=None, nfe_per_sample=1)], []
-    from keras_gen.diffusion import ddim_timesteps
-
-    T = _timesteps(info)
-    # a conditional DDPM (classifier-free guidance) runs the U-Net twice per step
-    unet_config = ((info.get("config") or {}).get("unet") or {}).get("config") or {}
-    passes = 2 if info.get("num_classes") or unet_config.get("num_classes") else 1
-    runs = [dict(label=f"{name} DDPM {T}", short_label=f"DDPM {T}", group=group,
-                 options={"sampler": "ddpm"}, sampler="ddpm", steps=T, nfe_per_sample=passes * T,
-                 n=ddpm_full_n)] if ddpm_full else []
-    eta = float((info.get("config") or {}).get("ddim_eta") or 0.0)  # the export's DDIM eta
-    notes = []
-    for s in ddim_steps:
-        if not 1 <= int(s) <= T:
-            notes.append(f"{name}: DDIM with {s} steps skipped (the schedule has T={T})")
-            continue
-        runs.append(dict(label=f"{name} DDIM {s}", short_label=f"DDIM {s}", group=group,
-                         options={"sampler": "ddim", "steps": int(s)}, sampler="ddim", steps=int(s),
-                         eta=eta, nfe_per_sample=passes * len(ddim_timesteps(T, int(s)))))
-    return runs, notes
+    """The sampling runs of one model: [{label, short_label, group, options, nfe_per_sample, n,
+    and the kind's row fields}], notes. The runs are the kind's (``ModelKind.evaluation_runs``:
+    e.g. a DDPM's full chain, on ``ddpm_full_n`` samples when given, and one DDIM run per count
+    in ``ddim_steps``)."""
+    kind = sampler.kind
+    group = f"{name} ({kind.name.upper()})"
+    runs, notes = kind.evaluation_runs(sampler.info, ddim_steps=ddim_steps, full_chain=ddpm_full,
+                                       full_chain_n=ddpm_full_n)
+    plan = []
+    for run in runs:
+        single = len(runs) == 1 and not run["options"]
+        plan.append({"sampler": None, "steps": None, **run["row"],
+                     "label": group if single else f"{name} {run['short_label']}",
+                     "short_label": run["short_label"], "group": group, "options": run["options"],
+                     "n": run.get("n"), "nfe_per_sample": sampler.network_passes(**run["options"])})
+    return plan, [f"{name}: {note}" for note in notes]
 
 
 def _load(paths):
-    from keras_gen.export import load_sampler
+    from keras_gen.sampling import load_sampler
 
     loaded, names = [], set()
     for path in paths:
         path = Path(path)
-        fn = load_sampler(path)
-        info = getattr(fn, "info", None) or _keras_file_info(path)
-        if info.get("kind") not in KINDS:
-            raise ValueError(f"{path}: unknown model kind {info.get('kind')!r} (expected one of {KINDS})")
+        sampler = load_sampler(path)
         name = path.name[:-len(".keras")] if path.name.endswith(".keras") else path.name
         base, i = name, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1
         names.add(name)
-        loaded.append((path, name, fn, info))
+        loaded.append((path, name, sampler, sampler.info))
     return loaded
 
 
@@ -211,7 +176,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     rows, samples = [], {}
     for path, name, fn, info in loaded:
-        runs, run_notes = _plan(name, info, ddim_steps, ddpm_full, ddpm_full_n)
+        runs, run_notes = _plan(name, fn, ddim_steps, ddpm_full, ddpm_full_n)
         notes += run_notes
         for run in runs:
             start = time.perf_counter()
@@ -221,7 +186,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
             sampling_seconds = time.perf_counter() - start
             speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
                                            n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
-                                           repeats=1 if run["sampler"] == "ddpm" else speed_repeats, warmup=0, seed=seed,
+                                           repeats=1 if run["nfe_per_sample"] > SLOW_PASSES else speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
             row = {k: run.get(k) for k in ("label", "short_label", "group", "sampler", "steps", "eta",
                                            "nfe_per_sample")}
@@ -299,12 +264,7 @@ def _json_default(value):
 def write_json(report: dict, path) -> Path:
     """Write the report as JSON atomically (temporary file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(report, indent=2, default=_json_default) + "\n").encode())
     return path
 
 

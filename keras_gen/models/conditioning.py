@@ -123,3 +123,13 @@ def checked_labels(labels, num_classes):
 def cycling_labels(num_images, num_classes):
     """`default_labels` in a graph: int32 (num_images,)."""
     return tf.math.floormod(tf.range(num_images, dtype=tf.int32), num_classes)
+
+
+def check_label(label, num_classes):
+    """One class index for a conditional model's sampler (an int in [0, num_classes)), else
+    ValueError; an unconditional model (num_classes None) takes no label."""
+    if num_classes is None:
+        raise ValueError("this model is unconditional: it takes no label (train it with --num-classes)")
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < num_classes:
+        raise ValueError(f"label must be an integer in [0, {num_classes}), got {label!r}")
+    return int(label)

@@ -23,8 +23,9 @@ import tensorflow as tf
 from keras import layers, ops
 from tqdm.auto import tqdm
 
-from keras_gen.models.conditioning import (batch_labels, check_labels, check_num_classes,
+from keras_gen.models.conditioning import (batch_labels, check_label, check_labels, check_num_classes,
                                            label_embedding, network_inputs)
+from keras_gen.models.kinds import ModelKind, register_model_kind
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
@@ -255,8 +256,9 @@ class AlternatingTrainer:
     once before compiling as in Keras 2 recipes. Single-device only.
 
     The trainer owns what the loop adds to the model: D's and the stacked model's optimizers
-    (``optimizers``) and the host RNG of the latent draws (``rng_state``), so a checkpoint can
-    save and restore them (keras_gen.checkpointing).
+    (``optimizers``) and the host RNG of the latent draws (``host_state``), so a checkpoint can
+    save and restore them (keras_gen.checkpointing). It is the DCGAN kind's ``trainer`` for
+    ``loop="alternating"``: keras_gen.training runs it like any custom loop.
     """
 
     def __init__(self, gan: DCGAN, *, learning_rate=1e-4, beta_1=0.9, seed=0):
@@ -294,12 +296,13 @@ class AlternatingTrainer:
             D.trainable = True
 
     @property
-    def rng_state(self) -> dict:
-        return self.rng.bit_generator.state
+    def host_state(self) -> dict:
+        """The loop's host-side state (its NumPy RNG), JSON-able, for a checkpoint."""
+        return {"rng": self.rng.bit_generator.state}
 
-    @rng_state.setter
-    def rng_state(self, state: dict):
-        self.rng.bit_generator.state = state
+    @host_state.setter
+    def host_state(self, state: dict):
+        self.rng.bit_generator.state = state["rng"]
 
     def _step(self, real):
         G, D, gan = self.gan.generator, self.gan.discriminator, self.gan
@@ -370,3 +373,68 @@ def train_alternating(gan: DCGAN, dataset, epochs: int, *, learning_rate=1e-4, b
     (AlternatingTrainer(gan, ...).fit(dataset, epochs)); returns the per-epoch history."""
     trainer = AlternatingTrainer(gan, learning_rate=learning_rate, beta_1=beta_1, seed=seed)
     return trainer.fit(dataset, epochs, callbacks=callbacks, progress=progress)
+
+
+@register_model_kind
+class DCGANKind(ModelKind):
+    """The DCGAN's contract: [-1, 1] inputs in whole batches, one Adam per network, and the
+    article's alternating loop as its own trainer (``loop="alternating"``)."""
+
+    name = "dcgan"
+    presets = {
+        # Article, "Deep Convolutional GANs": latent 100, 100 epochs, batch 32, Adam 1e-4 for both.
+        "article": dict(latent_dim=100, epochs=100, batch_size=32, learning_rate=1e-4, beta_1=0.9),
+        # The article's latent-2 variant, for the manifold figure that shows mode collapse.
+        "article-latent2": dict(latent_dim=2, epochs=100, batch_size=32, learning_rate=1e-4, beta_1=0.9),
+        # Classifier FID of 1000 samples by epoch (benchmarks/fid_vs_wallclock.py, loaded CPU):
+        # 1: 131 (8 classes), 2: 93, 4: 71, 6: 71, 8: 66 (15 min), 10: 77 -> 8 epochs.
+        "cpu": dict(latent_dim=100, epochs=8, batch_size=64, learning_rate=2e-4, beta_1=0.5),
+        "tiny": dict(latent_dim=16, epochs=2, batch_size=64, learning_rate=2e-4, beta_1=0.5, limit=512),
+    }
+    sample_options = {"label": lambda value, info: check_label(value, info.get("num_classes"))}
+    loops = ("fit", "alternating")
+
+    def data_options(self, config):
+        return dict(value_range="-1_1", drop_remainder=True)
+
+    def build(self, config):
+        return DCGAN(latent_dim=config["latent_dim"], article_relu=config.get("article_relu", False),
+                     seed=config["seed"], num_classes=config.get("num_classes"))
+
+    def check_config(self, config):
+        if config.get("loop", "fit") not in self.loops:
+            raise ValueError(f"loop must be one of {', '.join(self.loops)}, got {config.get('loop')!r}")
+        if config.get("loop") == "alternating" and config.get("num_classes") is not None:
+            raise ValueError("the article's alternating loop trains unconditional DCGANs only; "
+                             "use --loop fit with --num-classes")
+
+    def compile(self, model, config):
+        """Adam for D and G for fit; the article's loop builds its own pair (AlternatingTrainer)."""
+        def adam():
+            return keras.optimizers.Adam(config["learning_rate"], beta_1=config.get("beta_1", 0.9))
+        model.compile(d_optimizer=adam(), g_optimizer=adam())
+
+    def optimizers(self, model):
+        return {name: getattr(model, name) for name in ("d_optimizer", "g_optimizer")
+                if getattr(model, name, None) is not None}
+
+    def optimizer_targets(self, model):
+        return [(model.d_optimizer, model.discriminator.trainable_variables),
+                (model.g_optimizer, model.generator.trainable_variables)]
+
+    def trainer(self, model, config):
+        if config.get("loop", "fit") != "alternating":
+            return None
+        return AlternatingTrainer(model, learning_rate=config["learning_rate"],
+                                  beta_1=config.get("beta_1", 0.9), seed=config["seed"])
+
+    def figures(self, model, config, out):
+        """latent_manifold.png for an unconditional latent-2 DCGAN (the article's collapse figure)."""
+        if model.latent_dim != 2 or model.num_classes is not None:
+            return []
+        from keras_gen.plotting import latent_manifold
+
+        path = out / "latent_manifold.png"
+        latent_manifold(lambda z: model.generate(z).numpy(), path,
+                        title=f"DCGAN latent manifold ({config['dataset']})")
+        return [path]
