@@ -128,7 +128,8 @@ def cmd_train(args):
                        f"drop {', '.join('--' + k.replace('_', '-') for k in given)}")
     if args.resume and args.force:
         raise CLIError("--resume continues the run in --out; --force would replace it: choose one")
-    config = get_preset(args.model, args.preset, **overrides)
+    # a resumed run keeps the config it started with (train() reads it from the run folder)
+    config = None if args.resume else get_preset(args.model, args.preset, **overrides)
     summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
                     checkpoint_every=args.checkpoint_every, strategy=args.strategy, force=args.force)
     config = summary["train_config"]
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a model with fit, write figures, .keras and SavedModel")
     train.add_argument("model", help="model kind: vae, dcgan, ddpm (or a plugin's, see KERAS_GEN_PLUGINS)")
-    train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu)")
+    train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu; the kind's presets)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--batch-size", type=positive_int)

@@ -161,6 +161,8 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     ``out_dir`` (the chief's is the one to keep).
     """
     model_kind = get_model_kind(kind)
+    if not resume and config is None:
+        raise ValueError("train() needs a config (keras_gen.get_preset) unless it resumes a run")
     run = RunFolder(out_dir)
     with run:
         state = run.claim(kind, resume=resume, force=force)
