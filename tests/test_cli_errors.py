@@ -53,6 +53,33 @@ BAD_INPUTS = [
     (["train", "vae", "--out", "{tmp}/o", "--resume", "--epochs", "3"], "drop --epochs"),
     # unusable output folder: refused before any training
     (["train", "vae", "--out", "{tmp}/not_a_model.txt/run"], "is not writable"),
+    (["train", "vae", "--out", "{tmp}/not_a_model.txt"], "is a file, not a folder"),
+    # values checked before work starts (reliability round two)
+    (["train", "vae", "--out", "{tmp}/o", "--learning-rate", "nan"], "--learning-rate: must be a finite positive number"),
+    (["train", "vae", "--out", "{tmp}/o", "--learning-rate", "inf"], "--learning-rate: must be a finite positive number"),
+    (["train", "vae", "--out", "{tmp}/o", "--learning-rate", "0"], "--learning-rate: must be a finite positive number"),
+    (["train", "vae", "--out", "{tmp}/o", "--learning-rate=-1e-3"], "--learning-rate: must be a finite positive"),
+    (["train", "vae", "--out", "{tmp}/o", "--learning-rate", "fast"], "'fast' is not a number"),
+    (["train", "vae", "--out", "{tmp}/o", "--epochs", "1000000000"], "epochs must be at most 100000"),
+    (["train", "vae", "--out", "{tmp}/o", "--seed", "-1"], "--seed: must be an integer in [0, 2147483647]"),
+    (["train", "vae", "--out", "{tmp}/o", "--seed", "4294967296"], "--seed: must be an integer in [0, 2147483647]"),
+    (["train", "dcgan", "--preset", "tiny", "--out", "{tmp}/o", "--limit", "10"],
+     "--batch-size 64 is larger than the 10 training images"),
+    (["train", "vae", "--out", "{tmp}/o", "--resume", "--force"], "--force would replace it"),
+    (["train", "dcgan", "--out", "{tmp}/o", "--loop", "alternating", "--num-classes", "10"],
+     "alternating loop trains unconditional DCGANs only"),
+    (["sample", "{export}", "--seed", "-5", "--out", "{tmp}/s.png"], "--seed: must be an integer in [0, 2147483647]"),
+    (["sample", "{export}", "--seed", "2147483648", "--out", "{tmp}/s.png"], "must be an integer in [0, 2147483647]"),
+    (["sample", "{export}", "--guidance", "nan", "--out", "{tmp}/s.png"], "--guidance: must be a finite number"),
+    (["sample", "{export}", "--label", "3", "--out", "{tmp}/s.png"], "this model is unconditional: it takes no label"),
+    (["sample", "{ddpm}", "--guidance", "2", "--out", "{tmp}/s.png"], "guidance applies to a conditional DDPM"),
+    (["sample", "{export}", "--out", "{tmp}/grid.jpg"], "give a .png path"),
+    (["sample", "{export}", "--out", "{tmp}/empty_dir"], "give a .png path"),
+    (["sample", "{export}", "--out", "{tmp}/not_a_model.txt"], "give a .png path"),
+    (["export", "{tmp}/not_a_model.txt", "--out", "{tmp}/e"], "is not a .keras file"),
+    (["export", "{tmp}/missing.keras", "--out", "{tmp}/e"], "is not a .keras file"),
+    (["evaluate", "{export}", "--seed", "-1"], "--seed: must be an integer in [0, 2147483647]"),
+    (["evaluate", "{export}", "--batch-size", "0"], "--batch-size: must be a positive integer"),
 ]
 
 
