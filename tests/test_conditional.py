@@ -22,7 +22,8 @@ import tensorflow as tf
 from keras_gen.data import dataset_from_arrays, preprocess_images
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.evaluation import class_accuracy, conditional_metrics, guidance_sweep, per_class_fid
-from keras_gen.export import export_saved_model, load_sampler, read_export_info
+from keras_gen.export import export_saved_model, read_export_info
+from keras_gen.sampling import load_sampler
 from keras_gen.layers.unet import UNet
 from keras_gen.models import DCGAN, DDPM, VAE
 from keras_gen.models.dcgan import mode_seeking_penalty, paired_labels
@@ -491,7 +492,7 @@ def test_load_sampler_label_options(exported):
         sampler(2, 0, label=10)
     with pytest.raises(ValueError, match="sampler/steps"):
         sampler(2, 0, label=1, steps=2)
-    with pytest.raises(ValueError, match="guidance applies to DDPM"):
+    with pytest.raises(ValueError, match="a vae model does not take guidance"):
         load_sampler(exported.paths["vae"])(2, 0, label=1, guidance=2.0)
 
 
@@ -523,9 +524,10 @@ def test_cli_trains_a_conditional_model_and_samples_a_label(exported, tmp_path, 
 
 def test_report_counts_two_unet_passes_per_guided_step():
     from keras_gen.evaluation.report import _plan
+    from keras_gen.models.kinds import get_model_kind
 
-    info = {"kind": "ddpm", "config": {"schedule": {"timesteps": T}}}
-    plain, _ = _plan("m", info, (5,), ddpm_full=True)
-    guided, _ = _plan("m", {**info, "num_classes": C}, (5,), ddpm_full=True)
+    kind, info = get_model_kind("ddpm"), {"kind": "ddpm", "config": {"schedule": {"timesteps": T}}}
+    plain, _ = _plan("m", kind, info, (5,), ddpm_full=True)
+    guided, _ = _plan("m", kind, {**info, "num_classes": C}, (5,), ddpm_full=True)
     assert [r["nfe_per_sample"] for r in plain] == [T, 5]
     assert [r["nfe_per_sample"] for r in guided] == [2 * T, 10]

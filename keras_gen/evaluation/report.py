@@ -72,15 +72,14 @@ def sample_images(sample_fn, n: int, batch_size: int, seed: int = 0, *, progress
 
 # ------------------------------------------------------------------------------- the exports
 
-def _plan(name: str, sampler, ddim_steps, ddpm_full: bool = True,
+def _plan(name: str, kind, info: dict, ddim_steps, ddpm_full: bool = True,
           ddpm_full_n: int | None = None) -> tuple[list[dict], list[str]]:
     """The sampling runs of one model: [{label, short_label, group, options, nfe_per_sample, n,
     and the kind's row fields}], notes. The runs are the kind's (``ModelKind.evaluation_runs``:
     e.g. a DDPM's full chain, on ``ddpm_full_n`` samples when given, and one DDIM run per count
     in ``ddim_steps``)."""
-    kind = sampler.kind
     group = f"{name} ({kind.name.upper()})"
-    runs, notes = kind.evaluation_runs(sampler.info, ddim_steps=ddim_steps, full_chain=ddpm_full,
+    runs, notes = kind.evaluation_runs(info, ddim_steps=ddim_steps, full_chain=ddpm_full,
                                        full_chain_n=ddpm_full_n)
     plan = []
     for run in runs:
@@ -88,7 +87,7 @@ def _plan(name: str, sampler, ddim_steps, ddpm_full: bool = True,
         plan.append({"sampler": None, "steps": None, **run["row"],
                      "label": group if single else f"{name} {run['short_label']}",
                      "short_label": run["short_label"], "group": group, "options": run["options"],
-                     "n": run.get("n"), "nfe_per_sample": sampler.network_passes(**run["options"])})
+                     "n": run.get("n"), "nfe_per_sample": kind.network_passes(info, run["options"])})
     return plan, [f"{name}: {note}" for note in notes]
 
 
@@ -176,7 +175,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     rows, samples = [], {}
     for path, name, fn, info in loaded:
-        runs, run_notes = _plan(name, fn, ddim_steps, ddpm_full, ddpm_full_n)
+        runs, run_notes = _plan(name, fn.kind, info, ddim_steps, ddpm_full, ddpm_full_n)
         notes += run_notes
         for run in runs:
             start = time.perf_counter()
