@@ -381,7 +381,9 @@ def _classify(exc) -> tuple[int, str]:
 
     if isinstance(exc, TrainingDiverged):
         return 1, _one_line(exc)
-    if isinstance(exc, (CLIError, DataError, ValueError, TypeError)):
+    if isinstance(exc, DataError):  # one line: the sources tried, each with why it failed
+        return 2, "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if isinstance(exc, (CLIError, ValueError, TypeError)):
         return 2, _one_line(exc)
     if isinstance(exc, OSError):
         return 1, _os_error_line(exc)

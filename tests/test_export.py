@@ -231,7 +231,7 @@ def test_reexport_replaces_the_previous_export(kind, tmp_path):
     path = tmp_path / "saved_model"
     export_saved_model(first, path)
     (path / "stale.txt").write_text("left by the first export")
-    export_saved_model(second, path)
+    export_saved_model(second, path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # no temp/old dirs
     assert not (path / "stale.txt").exists()  # replaced, not merged
     images = served(path)
@@ -256,7 +256,7 @@ def test_failed_export_keeps_the_previous_one(kind, tmp_path, monkeypatch):
     for cls in {keras.export.ExportArchive, type(keras.export.ExportArchive())}:
         monkeypatch.setattr(cls, "write_out", write_out_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_saved_model(second, path)
+        export_saved_model(second, path, overwrite=True)
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # no temp dirs behind
     assert tree_digest(path) == before  # byte for byte the first export

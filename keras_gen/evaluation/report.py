@@ -29,7 +29,6 @@ from keras_gen.evaluation.speed import measure_sampling_speed
 
 DEFAULT_DDIM_STEPS = (10, 25, 50, 100)
 DEFAULT_BATCH_SIZE = 500
-SLOW_PASSES = 100  # a row above this many network passes per sample is timed once, not speed_repeats times
 
 
 # ------------------------------------------------------------------------------ scoring images
@@ -87,7 +86,8 @@ def _plan(name: str, kind, info: dict, ddim_steps, ddpm_full: bool = True,
         plan.append({"sampler": None, "steps": None, **run["row"],
                      "label": group if single else f"{name} {run['short_label']}",
                      "short_label": run["short_label"], "group": group, "options": run["options"],
-                     "n": run.get("n"), "nfe_per_sample": kind.network_passes(info, run["options"])})
+                     "n": run.get("n"), "slow": run.get("slow", False),
+                     "nfe_per_sample": kind.network_passes(info, run["options"])})
     return plan, [f"{name}: {note}" for note in notes]
 
 
@@ -185,7 +185,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
             sampling_seconds = time.perf_counter() - start
             speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
                                            n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
-                                           repeats=1 if run["nfe_per_sample"] > SLOW_PASSES else speed_repeats, warmup=0, seed=seed,
+                                           repeats=1 if run["slow"] else speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
             row = {k: run.get(k) for k in ("label", "short_label", "group", "sampler", "steps", "eta",
                                            "nfe_per_sample")}

@@ -494,7 +494,7 @@ class DDPMKind(ModelKind):
     def evaluation_runs(self, info, *, ddim_steps=(), full_chain=True, full_chain_n=None):
         T = _timesteps(info)
         eta = float(info["config"].get("ddim_eta") or 0.0)
-        runs = [dict(short_label=f"DDPM {T}", options={"sampler": "ddpm"}, n=full_chain_n,
+        runs = [dict(short_label=f"DDPM {T}", options={"sampler": "ddpm"}, n=full_chain_n, slow=True,
                      row=dict(sampler="ddpm", steps=T))] if full_chain else []
         notes = []
         for s in ddim_steps:

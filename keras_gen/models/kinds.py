@@ -113,8 +113,8 @@ class ModelKind(abc.ABC):
 
     def evaluation_runs(self, info: dict, *, ddim_steps=(), full_chain=True, full_chain_n=None):
         """(runs, notes): the rows ``keras-gen evaluate`` draws for one model, each
-        {short_label, options (sample options), n (None: the report's n), row (extra row fields)},
-        and notes on what was skipped. Default: one row with no options. ``ddim_steps``,
+        {short_label, options (sample options), n (None: the report's n), row (extra row fields),
+        slow (optional: time it once, not speed_repeats times)}, and notes on what was skipped. Default: one row with no options. ``ddim_steps``,
         ``full_chain`` and ``full_chain_n`` are the step counts / full-chain choices of iterative
         samplers."""
         return [dict(short_label=self.name.upper(), options={}, n=None, row={})], []
@@ -146,9 +146,9 @@ def _builtin():
 
 
 def model_kinds() -> list[str]:
-    """The registered kind names, built-in and plugins."""
+    """The registered kind names, built-in (the article's order) then plugins, in registration order."""
     _builtin()
-    return sorted(_REGISTRY)
+    return list(_REGISTRY)
 
 
 def get_model_kind(name: str) -> ModelKind:
