@@ -110,3 +110,11 @@ def test_bad_input_exits_2_with_one_line(bad_paths, capsys, argv, message):
     assert len(lines) == 1, captured.err  # one line: no usage block, no traceback
     assert "error:" in lines[0] and message in lines[0], lines[0]
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_the_cli_seed_bound_is_the_samplers():
+    """cli.py keeps its own copy of the seed bound (importing the samplers would load TensorFlow)."""
+    from keras_gen import cli
+    from keras_gen.diffusion.samplers import MAX_SEED
+
+    assert cli.MAX_SEED == MAX_SEED == 2**31 - 1
