@@ -38,16 +38,43 @@ def check_num_classes(num_classes):
     return int(num_classes)
 
 
+# Classifier-free guidance scales w accepted by sample() and by the exports' sample_class, in
+# eps = eps_uncond + w * (eps_cond - eps_uncond): w = 0 is unconditional, 1 plain conditional,
+# and useful values are a few units: the project's sweeps use 0, 1, 3, 5, and Ho & Salimans'
+# experiments (w' = 0.1 to 4 in their eps = (1 + w') eps_cond - w' eps_uncond) are w = 1.1 to 5
+# here. Negative w steers *away* from the class, which no part of keras_gen supports. 50 is an
+# order of magnitude above any useful scale, so typos such as 300 or 1e6 are refused, while the
+# guided eps stays far from float32 overflow.
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 50.0
+
+
 def check_guidance(guidance, conditional=True):
-    """A classifier-free guidance scale as a float (None stays None), else ValueError; a model
-    that is not ``conditional`` takes none."""
+    """A classifier-free guidance scale as a float in [MIN_GUIDANCE, MAX_GUIDANCE] (None stays
+    None), else ValueError; a model that is not ``conditional`` takes none. The exports check the
+    same range in the graph (`checked_guidance`); why this range: the comment above MIN_GUIDANCE."""
     if guidance is None:
         return None
     if not conditional:
         raise ValueError("guidance applies to a conditional DDPM (a UNet with num_classes) only")
     if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not math.isfinite(guidance):
         raise ValueError(f"guidance must be a finite number, got {guidance!r}")
+    if not MIN_GUIDANCE <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance must lie in [{MIN_GUIDANCE:g}, {MAX_GUIDANCE:g}] (0 = unconditional, "
+                         f"1 = conditional, typical 1 to 5), got {guidance!r}")
     return float(guidance)
+
+
+def checked_guidance(guidance):
+    """A float32 guidance scale with the in-graph checks of `check_guidance`: finite and in
+    [MIN_GUIDANCE, MAX_GUIDANCE], else InvalidArgumentError before any work."""
+    guidance = tf.debugging.assert_all_finite(tf.cast(guidance, tf.float32),
+                                              "guidance must be finite (no NaN or Inf)")
+    checks = [tf.debugging.assert_greater_equal(guidance, tf.constant(MIN_GUIDANCE, tf.float32),
+                                                message=f"guidance must be >= {MIN_GUIDANCE:g}"),
+              tf.debugging.assert_less_equal(guidance, tf.constant(MAX_GUIDANCE, tf.float32),
+                                             message=f"guidance must be <= {MAX_GUIDANCE:g}")]
+    with tf.control_dependencies(checks):
+        return tf.identity(guidance)
 
 
 def default_labels(n, num_classes):

@@ -156,10 +156,14 @@ class DCGAN(keras.Model):
     def sample(self, n, seed=0, labels=None):
         """n images in [0, 1] from z ~ N(0, I); the same seed gives the same images.
 
+        ``n``: an int >= 1; ``seed``: an int in [0, 2**31 - 1] (TypeError / ValueError otherwise).
         ``labels`` (conditional DCGAN only): one class or n classes; default: the classes in turn.
         """
+        from keras_gen.models.serving import check_num_images, check_seed
+
+        n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
         labels = check_labels(labels, n, self.num_classes)
-        z = prior_draws(int(n), self.latent_dim, seed)
+        z = prior_draws(n, self.latent_dim, seed)
         return self.generate(z, labels)
 
     # ----------------------------------------------------------------- training

@@ -213,9 +213,12 @@ class DDPM(keras.Model):
         "reverse engineering" figure. A conditional DDPM denoises unconditionally (null class)
         unless ``labels`` (and ``guidance``) are given.
         """
+        from keras_gen.models.serving import check_seed
+
+        seed = check_seed(seed)  # refused, never truncated or wrapped
         x0 = tf.convert_to_tensor(x0, tf.float32)
         n = int(x0.shape[0])
-        noise = tf.random.stateless_normal(tf.shape(x0), seed=[int(seed), 1])
+        noise = tf.random.stateless_normal(tf.shape(x0), seed=[seed, 1])
         x_t = self.schedule.q_sample(x0, tf.fill([n], int(t)), noise)
         guidance = check_guidance(guidance, self.num_classes is not None)
         cond = ()
@@ -226,7 +229,7 @@ class DDPM(keras.Model):
         else:
             check_labels(labels, n, None)
         recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
-                                          steps=steps, seed=int(seed), progress=progress, cond=cond)
+                                          steps=steps, seed=seed, progress=progress, cond=cond)
         return x_t.numpy(), recovered.numpy()
 
     def default_eta(self, sampler):
@@ -243,24 +246,36 @@ class DDPM(keras.Model):
         the model's ``ddim_eta``). ``return_trajectory`` also returns the model-space chain (steps+1, n, ...).
         Conditional DDPM: ``labels`` (one class or n; default the classes in turn) and the
         guidance scale ``guidance`` (default: the model's ``guidance``; 0 = unconditional).
+        ``n``: an int >= 1; ``seed``: an int in [0, 2**31 - 1] (TypeError / ValueError otherwise).
         """
+        from keras_gen.models.serving import check_num_images, check_seed
+
+        n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
         labels = check_labels(labels, n, self.num_classes)
         guidance = check_guidance(guidance, self.num_classes is not None)
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if eta is None:
             eta = self.default_eta(sampler)
+        batch_size = check_num_images(batch_size, name="batch_size")
         if return_trajectory and n > batch_size:
             raise ValueError(f"return_trajectory supports at most batch_size={batch_size} images")
-        x_T = self.noise(int(n), int(seed))
+        # Chunk 0 uses `seed` for its step noise (as the export does for a single call); later
+        # chunks use seed + chunk so their step noise is not a copy of chunk 0's. That must not
+        # wrap around past 2**31 - 1 (it would silently reuse other seeds' noise): refused.
+        last_chunk = (n - 1) // batch_size
+        if seed + last_chunk > samplers.MAX_SEED:
+            raise ValueError(f"seed={seed} is too large for {last_chunk + 1} chunks of batch_size="
+                             f"{batch_size}: chunk c uses the step-noise seed seed + c, which must stay "
+                             f"<= {samplers.MAX_SEED}; pass seed <= {samplers.MAX_SEED - last_chunk} "
+                             "or a larger batch_size")
+        x_T = self.noise(n, seed)
         outputs, trajectory = [], None
-        for chunk, start in enumerate(range(0, int(n), batch_size)):
-            # Chunk 0 uses `seed` for its step noise (as the export does for a single call);
-            # later chunks use seed + chunk so their step noise is not a copy of chunk 0's.
+        for chunk, start in enumerate(range(0, n, batch_size)):
             cond = () if labels is None else self.guidance_cond(labels[start:start + batch_size], guidance)
             result = samplers.sample(self.eps_fn(use_ema), x_T[start:start + batch_size], self.schedule,
                                      sampler=sampler, steps=steps, eta=eta,
-                                     seed=(int(seed) + chunk) % samplers.MAX_SEED,
+                                     seed=seed + chunk,
                                      progress=progress, return_trajectory=return_trajectory, cond=cond)
             if return_trajectory:
                 result, trajectory = result
@@ -292,7 +307,15 @@ class DDPM(keras.Model):
         sample_trajectory(steps): the DDIM chain in model space ([-1, 1], 32x32) for figures.
 
         A conditional DDPM draws the classes in turn there (with its default ``guidance``) and
-        adds sample_class(num_images, seed, label, guidance) (DDIM, ``ddim_steps``)."""
+        adds sample_class(num_images, seed, label, guidance) (DDIM, ``ddim_steps``).
+
+        Every input is checked in the graph before any work (InvalidArgumentError): num_images
+        in [1, MAX_IMAGES], seed >= 0, steps in [1, T], label in [0, num_classes), guidance finite
+        in [MIN_GUIDANCE, MAX_GUIDANCE], and sample_trajectory's num_images * (steps + 1) frames
+        at most MAX_TRAJECTORY_FRAMES (keras_gen.models.serving)."""
+        from keras_gen.models.conditioning import checked_guidance
+        from keras_gen.models.serving import checked_seed, checked_trajectory_size
+
         eps_fn = self.eps_fn(use_ema=True)
 
         def default_cond(num_images):
@@ -301,7 +324,7 @@ class DDPM(keras.Model):
             return self.guidance_cond(cycling_labels(num_images, self.num_classes))
 
         def run(num_images, seed, sampler, steps, cond=None):
-            num_images = checked_num_images(num_images)
+            num_images, seed = checked_num_images(num_images), checked_seed(seed)
             x_T = self.noise(num_images, seed)
             cond = default_cond(num_images) if cond is None else cond
             x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps,
@@ -318,7 +341,9 @@ class DDPM(keras.Model):
             return run(num_images, seed, "ddpm", None)
 
         def sample_trajectory(num_images, seed, steps):
-            num_images = checked_num_images(num_images)
+            # steps itself (1 <= steps <= T) is checked by samplers.ddim_timesteps_tf
+            num_images = checked_trajectory_size(checked_num_images(num_images), steps)
+            seed = checked_seed(seed)
             x_T = self.noise(num_images, seed)
             _, trajectory = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler="ddim", steps=steps,
                                                   eta=self.ddim_eta, seed=seed, return_trajectory=True,
@@ -333,7 +358,7 @@ class DDPM(keras.Model):
         if self.num_classes is not None:
             def sample_class(num_images, seed, label, guidance):
                 labels = tf.fill([checked_num_images(num_images)], checked_labels(label, self.num_classes))
-                cond = self.guidance_cond(labels, guidance)
+                cond = self.guidance_cond(labels, checked_guidance(guidance))
                 return run(num_images, seed, "ddim", self.ddim_steps, cond)
 
             endpoints["sample_class"] = (sample_class, seeded_signature(
