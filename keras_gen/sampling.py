@@ -11,23 +11,21 @@ tutorials all draw through it.
 
 from __future__ import annotations
 
-import numbers
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from keras_gen.diffusion.samplers import MAX_SEED
-from keras_gen.models.serving import MAX_IMAGES
+from keras_gen.models.serving import MAX_IMAGES, check_num_images, check_seed
 
 
 def check_count_and_seed(n, seed) -> tuple[int, int]:
-    """(n, seed) as ints: 1 <= n <= MAX_IMAGES and 0 <= seed <= 2**31 - 1, else ValueError."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_IMAGES:
-        raise ValueError(f"n must be an integer in [1, {MAX_IMAGES}] per call, got {n!r}; ask in several calls")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
-    return int(n), int(seed)
+    """(n, seed) as ints, 1 <= n <= MAX_IMAGES (the exports' cap, for .keras files too) and seed
+    in [0, 2**31 - 1], checked as the models' own sample() checks them (never wrapped)."""
+    n = check_num_images(n)
+    if n > MAX_IMAGES:
+        raise ValueError(f"n must be an integer in [1, {MAX_IMAGES}] per call, got {n}; ask in several calls")
+    return n, check_seed(seed)
 
 
 def load_keras_model(path):
