@@ -160,3 +160,74 @@ def check_label(label, num_classes):
     if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < num_classes:
         raise ValueError(f"label must be an integer in [0, {num_classes}), got {label!r}")
     return int(label)
+
+
+class Conditioning:
+    """A model's class conditioning, in one object: ``num_classes`` classes 0..C-1 (and the null
+    class C of classifier-free guidance), or ``None`` for an unconditional model.
+
+    Models, serving, the sampler and the presets ask it instead of branching on ``num_classes``:
+    host-side checks (`labels`, `label`, `guidance`), graph-side ones (`checked`, `cycling`),
+    what networks take (`embed`, `inputs`, `unpack`, `split`) and what configs record (`config`).
+    """
+
+    def __init__(self, num_classes=None):
+        self.num_classes = check_num_classes(num_classes)
+
+    @classmethod
+    def of_info(cls, info: dict) -> "Conditioning":
+        """The conditioning an export's (or a model's) info dict records."""
+        return cls(info.get("num_classes"))
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes is not None
+
+    @property
+    def null_class(self) -> int:
+        """The extra class index that stands for "no label" (classifier-free guidance)."""
+        return self.num_classes
+
+    # ------------------------------------------------------------------ host side
+    def labels(self, labels, n, *, name="labels"):
+        """int32 (n,) labels for n images (None when unconditional); see `check_labels`."""
+        return check_labels(labels, n, self.num_classes, name=name)
+
+    def label(self, label) -> int:
+        """One class index for a sampler (see `check_label`)."""
+        return check_label(label, self.num_classes)
+
+    def guidance(self, guidance):
+        """A guidance scale for this model (see `check_guidance`)."""
+        return check_guidance(guidance, self.conditional)
+
+    def config(self) -> dict:
+        """``{"num_classes": C}`` for a conditional model, ``{}`` otherwise (so unconditional
+        configs stay as they were before conditioning existed)."""
+        return {"num_classes": self.num_classes} if self.conditional else {}
+
+    # ------------------------------------------------------------------ graph side
+    def checked(self, labels):
+        return checked_labels(labels, self.num_classes)
+
+    def cycling(self, num_images):
+        return cycling_labels(num_images, self.num_classes)
+
+    # ------------------------------------------------------------------ networks
+    def embed(self, inputs, features, name):
+        """(model inputs, features) of a functional sub-network: unchanged when unconditional;
+        else [inputs, label] and the features with a label embedding concatenated."""
+        if not self.conditional:
+            return inputs, features
+        label, embedded = label_embedding(self.num_classes, name)
+        return [inputs, label], keras.layers.Concatenate()([features, embedded])
+
+    def inputs(self, x, labels, kind):
+        return network_inputs(x, labels, self.num_classes, kind)
+
+    def unpack(self, inputs):
+        """(x, labels) of a model call: ``inputs`` is (x, labels) when conditional, else x."""
+        return inputs if self.conditional else (inputs, None)
+
+    def split(self, data, kind):
+        return batch_labels(data, self.num_classes, kind)

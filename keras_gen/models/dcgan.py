@@ -23,8 +23,7 @@ import tensorflow as tf
 from keras import layers, ops
 from tqdm.auto import tqdm
 
-from keras_gen.models.conditioning import (batch_labels, check_label, check_labels, check_num_classes,
-                                           label_embedding, network_inputs)
+from keras_gen.models.conditioning import Conditioning
 from keras_gen.models.kinds import ModelKind, register_model_kind
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
@@ -33,20 +32,17 @@ IMAGE_SHAPE = (28, 28, 1)
 
 
 def build_generator(latent_dim: int = 100, article_relu: bool = False,
-                    num_classes: int | None = None) -> keras.Model:
+                    conditioning: Conditioning = Conditioning()) -> keras.Model:
     """z -> Dense(7*7*128) -> Conv2DTranspose(64, s2) -> BN -> ReLU -> Conv2DTranspose(64) -> BN
     -> ReLU -> Conv2DTranspose(1, s2, tanh): images in [-1, 1].
 
-    With ``num_classes`` the model takes [z, label] and concatenates a label embedding to z.
+    A conditional model takes [z, label] and concatenates a label embedding to z.
     """
     def relu():
         return layers.ReLU(max_value=0.2) if article_relu else layers.ReLU()
 
     z = keras.Input((latent_dim,), name="z")
-    h, inputs = z, z
-    if num_classes is not None:
-        label, embedded = label_embedding(num_classes, "label_embedding")
-        h, inputs = layers.Concatenate()([z, embedded]), [z, label]
+    inputs, h = conditioning.embed(z, z, "label_embedding")
     x = layers.Dense(7 * 7 * 128)(h)
     x = layers.Reshape((7, 7, 128))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same")(x)
@@ -57,20 +53,20 @@ def build_generator(latent_dim: int = 100, article_relu: bool = False,
     return keras.Model(inputs, x, name="generator")
 
 
-def build_discriminator(num_classes: int | None = None) -> keras.Model:
+def build_discriminator(conditioning: Conditioning = Conditioning()) -> keras.Model:
     """Conv2D(64, s2) -> LeakyReLU(0.2) x2 -> Flatten -> Dense(1, sigmoid): P(real).
 
-    With ``num_classes`` it is a projection discriminator (Miyato & Koyama 2018) on [image, label]:
+    A conditional one is a projection discriminator (Miyato & Koyama 2018) on [image, label]:
     P(real | label) = sigmoid(Dense(1)(h) + <embed(label), h>) for the flattened features h.
     """
     x_in = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x_in))
     x = layers.LeakyReLU(0.2)(layers.Conv2D(64, 3, strides=2, padding="same")(x))
     h = layers.Flatten()(x)
-    if num_classes is None:
+    if not conditioning.conditional:
         return keras.Model(x_in, layers.Dense(1, activation="sigmoid")(h), name="discriminator")
     label = keras.Input((), dtype="int32", name="label")
-    embedded = layers.Embedding(num_classes, h.shape[-1], name="label_projection")(label)
+    embedded = layers.Embedding(conditioning.num_classes, h.shape[-1], name="label_projection")(label)
     logit = layers.Add()([layers.Dense(1)(h), layers.Dot(axes=1)([embedded, h])])
     return keras.Model([x_in, label], layers.Activation("sigmoid")(logit), name="discriminator")
 
@@ -127,26 +123,31 @@ class DCGAN(keras.Model):
         self.latent_dim = int(latent_dim)
         self.article_relu = bool(article_relu)
         self.seed = seed
-        self.num_classes = check_num_classes(num_classes)
+        self.conditioning = Conditioning(num_classes)
         if mode_seeking is None:
-            mode_seeking = 0.0 if self.num_classes is None else 1.0
+            mode_seeking = 1.0 if self.conditioning.conditional else 0.0
         if isinstance(mode_seeking, bool) or not isinstance(mode_seeking, numbers.Real) or not mode_seeking >= 0:
             raise ValueError(f"mode_seeking must be a number >= 0, got {mode_seeking!r}")
         self.mode_seeking = float(mode_seeking)
-        self.generator = build_generator(self.latent_dim, self.article_relu, self.num_classes)
-        self.discriminator = build_discriminator(self.num_classes)
+        self.generator = build_generator(self.latent_dim, self.article_relu, self.conditioning)
+        self.discriminator = build_discriminator(self.conditioning)
         self.seed_generator = keras.random.SeedGenerator(seed)
         names = ("d_loss", "g_loss", "d_real_acc", "d_fake_acc") + (("mode_seeking",) if self.mode_seeking else ())
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.built = True  # both networks are functional models, built at construction
 
     # ----------------------------------------------------------------- generation
+    @property
+    def num_classes(self):
+        """Number of classes of a conditional DCGAN (None: unconditional)."""
+        return self.conditioning.num_classes
+
     def _with_labels(self, x, labels):
-        return network_inputs(x, labels, self.num_classes, "DCGAN")
+        return self.conditioning.inputs(x, labels, "DCGAN")
 
     def call(self, inputs, training=False):
         """Images in [-1, 1] for latent codes z (B, latent_dim), or for (z, labels) if conditional."""
-        z, labels = inputs if self.num_classes is not None else (inputs, None)
+        z, labels = self.conditioning.unpack(inputs)
         return self.generator(self._with_labels(z, labels), training=training)
 
     def generate(self, z, labels=None):
@@ -162,7 +163,7 @@ class DCGAN(keras.Model):
         from keras_gen.models.serving import check_num_images, check_seed
 
         n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
-        labels = check_labels(labels, n, self.num_classes)
+        labels = self.conditioning.labels(labels, n)
         z = prior_draws(n, self.latent_dim, seed)
         return self.generate(z, labels)
 
@@ -193,7 +194,7 @@ class DCGAN(keras.Model):
         return list(self.trackers.values())
 
     def train_step(self, data):
-        real, labels = batch_labels(data, self.num_classes, "DCGAN")
+        real, labels = self.conditioning.split(data, "DCGAN")
 
         def G(z):
             return self.generator(self._with_labels(z, labels), training=True)
@@ -237,17 +238,15 @@ class DCGAN(keras.Model):
 
     def get_config(self):
         config = {**super().get_config(), "latent_dim": self.latent_dim,
-                  "article_relu": self.article_relu, "seed": self.seed}
-        if self.num_classes is not None:  # unconditional configs stay as they were before num_classes
-            config["num_classes"] = self.num_classes
-        if self.num_classes is not None or self.mode_seeking:
+                  "article_relu": self.article_relu, "seed": self.seed, **self.conditioning.config()}
+        if self.conditioning.conditional or self.mode_seeking:
             config["mode_seeking"] = self.mode_seeking
         return config
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        return latent_model_endpoints(self.latent_dim, self.generate, "generate", self.num_classes)
+        return latent_model_endpoints(self.latent_dim, self.generate, "generate", self.conditioning)
 
 
 class AlternatingTrainer:
@@ -266,7 +265,7 @@ class AlternatingTrainer:
     """
 
     def __init__(self, gan: DCGAN, *, learning_rate=1e-4, beta_1=0.9, seed=0):
-        if gan.num_classes is not None:
+        if gan.conditioning.conditional:
             raise ValueError("the article's alternating loop trains an unconditional DCGAN; train a "
                              "conditional one (num_classes set) with DCGAN.fit (loop='fit')")
         if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
@@ -395,7 +394,7 @@ class DCGANKind(ModelKind):
         "cpu": dict(latent_dim=100, epochs=8, batch_size=64, learning_rate=2e-4, beta_1=0.5),
         "tiny": dict(latent_dim=16, epochs=2, batch_size=64, learning_rate=2e-4, beta_1=0.5, limit=512),
     }
-    sample_options = {"label": lambda value, info: check_label(value, info.get("num_classes"))}
+    sample_options = {"label": lambda value, info: Conditioning.of_info(info).label(value)}
     loops = ("fit", "alternating")
 
     def data_options(self, config):
@@ -434,7 +433,7 @@ class DCGANKind(ModelKind):
 
     def figures(self, model, config, out):
         """latent_manifold.png for an unconditional latent-2 DCGAN (the article's collapse figure)."""
-        if model.latent_dim != 2 or model.num_classes is not None:
+        if model.latent_dim != 2 or model.conditioning.conditional:
             return []
         from keras_gen.plotting import latent_manifold
 

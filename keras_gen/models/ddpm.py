@@ -24,8 +24,7 @@ from keras import ops
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.diffusion import samplers
 from keras_gen.layers.unet import UNet
-from keras_gen.models.conditioning import (batch_labels, check_guidance, check_label, check_labels,
-                                           checked_labels, cycling_labels)
+from keras_gen.models.conditioning import Conditioning, check_guidance
 from keras_gen.models.kinds import ModelKind, register_model_kind
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
@@ -84,10 +83,11 @@ class DDPM(keras.Model):
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
         self.label_dropout = float(label_dropout)
         self.guidance = check_guidance(guidance)
+        self.conditioning = Conditioning(getattr(unet, "num_classes", None))
         self.ema_unet = UNet.from_config(unet.get_config())
         shape = (None, self.image_size, self.image_size, unet.channels)
         specs = [keras.KerasTensor(shape), keras.KerasTensor((None,), dtype="int32")]
-        if self.num_classes is not None:
+        if self.conditioning.conditional:
             specs.append(keras.KerasTensor((None,), dtype="int32"))
         for net in (self.unet, self.ema_unet):
             net(tuple(specs))
@@ -106,14 +106,14 @@ class DDPM(keras.Model):
     @property
     def num_classes(self):
         """The U-Net's number of classes (None: unconditional)."""
-        return getattr(self.unet, "num_classes", None)
+        return self.conditioning.num_classes
 
     def _make_eps_fn(self, net):
-        if self.num_classes is None:
+        if not self.conditioning.conditional:
             def eps_fn(x, t):
                 return tf.cast(net((x, t), training=False), tf.float32)
             return eps_fn
-        null_class = self.num_classes
+        null_class = self.conditioning.null_class
 
         def guided_eps_fn(x, t, labels, guidance):
             """eps_uncond + w (eps_cond - eps_uncond), both predictions from one doubled batch."""
@@ -159,17 +159,17 @@ class DDPM(keras.Model):
                                  dtype="int32")
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
         x_t = self.schedule.q_sample(x0, t, noise)
-        if self.num_classes is None:
+        if not self.conditioning.conditional:
             eps = self.unet((x_t, t), training=training)
         else:
             if training and self.label_dropout > 0:
                 drop = keras.random.uniform((batch,), seed=self.seed_generator) < self.label_dropout
-                labels = ops.where(drop, self.num_classes, labels)
+                labels = ops.where(drop, self.conditioning.null_class, labels)
             eps = self.unet((x_t, t, labels), training=training)
         return ops.mean(ops.square(noise - ops.cast(eps, "float32")))
 
     def train_step(self, data):
-        x0, labels = batch_labels(data, self.num_classes, "DDPM")
+        x0, labels = self.conditioning.split(data, "DDPM")
         with tf.GradientTape() as tape:
             loss = self.diffusion_loss(x0, labels)
             scaled = self.optimizer.scale_loss(replica_share(loss))
@@ -180,7 +180,7 @@ class DDPM(keras.Model):
         return step_logs({"loss": self.loss_tracker.result()})
 
     def test_step(self, data):
-        x0, labels = batch_labels(data, self.num_classes, "DDPM")
+        x0, labels = self.conditioning.split(data, "DDPM")
         self.loss_tracker.update_state(self.diffusion_loss(x0, labels, training=False))
         return step_logs({"loss": self.loss_tracker.result()})
 
@@ -220,14 +220,14 @@ class DDPM(keras.Model):
         n = int(x0.shape[0])
         noise = tf.random.stateless_normal(tf.shape(x0), seed=[seed, 1])
         x_t = self.schedule.q_sample(x0, tf.fill([n], int(t)), noise)
-        guidance = check_guidance(guidance, self.num_classes is not None)
+        guidance = self.conditioning.guidance(guidance)
         cond = ()
-        if self.num_classes is not None:  # labels None: the null class, unconditional denoising
-            labels = (tf.fill([n], self.num_classes) if labels is None
-                      else check_labels(labels, n, self.num_classes))
+        if self.conditioning.conditional:  # labels None: the null class, unconditional denoising
+            labels = (tf.fill([n], self.conditioning.null_class) if labels is None
+                      else self.conditioning.labels(labels, n))
             cond = self.guidance_cond(labels, guidance)
         else:
-            check_labels(labels, n, None)
+            self.conditioning.labels(labels, n)
         recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
                                           steps=steps, seed=seed, progress=progress, cond=cond)
         return x_t.numpy(), recovered.numpy()
@@ -251,8 +251,8 @@ class DDPM(keras.Model):
         from keras_gen.models.serving import check_num_images, check_seed
 
         n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
-        labels = check_labels(labels, n, self.num_classes)
-        guidance = check_guidance(guidance, self.num_classes is not None)
+        labels = self.conditioning.labels(labels, n)
+        guidance = self.conditioning.guidance(guidance)
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if eta is None:
@@ -289,7 +289,7 @@ class DDPM(keras.Model):
                   "schedule": self.schedule.get_config(), "image_size": self.image_size,
                   "data_mode": self.data_mode, "ema_decay": self.ema_decay,
                   "ddim_steps": self.ddim_steps, "seed": self.seed}
-        if self.num_classes is not None:  # unconditional configs stay as they were before
+        if self.conditioning.conditional:  # unconditional configs stay as they were before
             config.update(label_dropout=self.label_dropout, guidance=self.guidance)
         if self.ddim_eta:  # so do configs of deterministic-DDIM models
             config["ddim_eta"] = self.ddim_eta
@@ -319,9 +319,9 @@ class DDPM(keras.Model):
         eps_fn = self.eps_fn(use_ema=True)
 
         def default_cond(num_images):
-            if self.num_classes is None:
+            if not self.conditioning.conditional:
                 return ()
-            return self.guidance_cond(cycling_labels(num_images, self.num_classes))
+            return self.guidance_cond(self.conditioning.cycling(num_images))
 
         def run(num_images, seed, sampler, steps, cond=None):
             num_images, seed = checked_num_images(num_images), checked_seed(seed)
@@ -355,9 +355,9 @@ class DDPM(keras.Model):
                      "sample_ddim": (sample_ddim, seeded_signature(steps_spec)),
                      "sample_ddpm": (sample_ddpm, seeded_signature()),
                      "sample_trajectory": (sample_trajectory, seeded_signature(steps_spec))}
-        if self.num_classes is not None:
+        if self.conditioning.conditional:
             def sample_class(num_images, seed, label, guidance):
-                labels = tf.fill([checked_num_images(num_images)], checked_labels(label, self.num_classes))
+                labels = tf.fill([checked_num_images(num_images)], self.conditioning.checked(label))
                 cond = self.guidance_cond(labels, checked_guidance(guidance))
                 return run(num_images, seed, "ddim", self.ddim_steps, cond)
 
@@ -383,7 +383,7 @@ def _timesteps(info) -> int:
 
 
 def _conditional(info) -> bool:
-    return info.get("num_classes") is not None
+    return Conditioning.of_info(info).conditional
 
 
 def _check_sampler(value, info):
@@ -424,8 +424,8 @@ class DDPMKind(ModelKind):
     }
     conditional_defaults = dict(label_dropout=0.1, guidance=3.0)
     sample_options = {"sampler": _check_sampler, "steps": _check_steps,
-                      "label": lambda value, info: check_label(value, info.get("num_classes")),
-                      "guidance": lambda value, info: check_guidance(value, _conditional(info))}
+                      "label": lambda value, info: Conditioning.of_info(info).label(value),
+                      "guidance": lambda value, info: Conditioning.of_info(info).guidance(value)}
 
     def data_options(self, config):
         """Padded 28 -> 32 (lossless) unless data_mode="resize" reproduces the article."""

@@ -134,14 +134,13 @@ def prior_draws(num_images, latent_dim, seed):
     return tf.random.stateless_normal(shape, seed=stateless_seed(seed))
 
 
-def latent_model_endpoints(latent_dim, to_images, z_endpoint, num_classes=None):
+def latent_model_endpoints(latent_dim, to_images, z_endpoint, conditioning):
     """Endpoints of a latent-variable model (VAE, GAN) whose ``to_images(z[, labels])`` gives [0, 1]
     images: ``serving_default(num_images, seed)`` from prior draws, and ``z_endpoint(z)`` from given
-    codes. A conditional model (``num_classes`` set) also gets ``sample_class(num_images, seed,
-    label)``; its ``serving_default`` draws the classes in turn and ``z_endpoint`` takes ``labels``."""
-    from keras_gen.models.conditioning import checked_labels, cycling_labels
-
-    if num_classes is None:
+    codes. A conditional model (keras_gen.models.conditioning.Conditioning) also gets
+    ``sample_class(num_images, seed, label)``; its ``serving_default`` draws the classes in turn
+    and ``z_endpoint`` takes ``labels``."""
+    if not conditioning.conditional:
         def generate_seeded(num_images, seed):
             z = prior_draws(checked_num_images(num_images), latent_dim, checked_seed(seed))
             return {"images": tf.cast(to_images(z), tf.float32)}
@@ -155,17 +154,17 @@ def latent_model_endpoints(latent_dim, to_images, z_endpoint, num_classes=None):
     def generate_seeded(num_images, seed):
         num_images = checked_num_images(num_images)
         z = prior_draws(num_images, latent_dim, checked_seed(seed))
-        return {"images": tf.cast(to_images(z, cycling_labels(num_images, num_classes)), tf.float32)}
+        return {"images": tf.cast(to_images(z, conditioning.cycling(num_images)), tf.float32)}
 
     def sample_class(num_images, seed, label):
         num_images = checked_num_images(num_images)
-        labels = tf.fill([num_images], checked_labels(label, num_classes))
+        labels = tf.fill([num_images], conditioning.checked(label))
         z = prior_draws(num_images, latent_dim, checked_seed(seed))
         return {"images": tf.cast(to_images(z, labels), tf.float32)}
 
     def from_codes(z, labels):
         z, labels = checked_codes(z, labels)
-        return {"images": tf.cast(to_images(z, checked_labels(labels, num_classes)), tf.float32)}
+        return {"images": tf.cast(to_images(z, conditioning.checked(labels)), tf.float32)}
 
     return {"serving_default": (generate_seeded, seeded_signature()),
             "sample_class": (sample_class, seeded_signature(tf.TensorSpec([], tf.int32, name="label"))),

@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from keras_gen.models.conditioning import (batch_labels, check_label, check_labels, check_num_classes,
-                                           label_embedding, network_inputs)
+from keras_gen.models.conditioning import Conditioning
 from keras_gen.models.kinds import ModelKind, register_model_kind
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
@@ -42,36 +41,27 @@ class Reparameterize(layers.Layer):
         return {**super().get_config(), "seed": self.seed}
 
 
-def build_encoder(latent_dim: int, num_classes: int | None = None) -> keras.Model:
+def build_encoder(latent_dim: int, conditioning: Conditioning = Conditioning()) -> keras.Model:
     """Conv2D(64, 3, s2, relu) x2 -> Flatten -> Dense(2 * latent_dim): [mean | logvar].
 
-    With ``num_classes`` the model takes [image, label] and concatenates a label embedding to the
+    A conditional model takes [image, label] and concatenates a label embedding to the
     flattened features before the Dense layer.
     """
     x_in = keras.Input(IMAGE_SHAPE, name="image")
     x = layers.Conv2D(64, 3, strides=2, activation="relu")(x_in)
     x = layers.Conv2D(64, 3, strides=2, activation="relu")(x)
-    x = layers.Flatten()(x)
-    inputs = x_in
-    if num_classes is not None:
-        label, embedded = label_embedding(num_classes, "encoder_label_embedding")
-        x = layers.Concatenate()([x, embedded])
-        inputs = [x_in, label]
+    inputs, x = conditioning.embed(x_in, layers.Flatten()(x), "encoder_label_embedding")
     stats = layers.Dense(2 * latent_dim, name="mean_logvar")(x)
     return keras.Model(inputs, stats, name="encoder")
 
 
-def build_decoder(latent_dim: int, num_classes: int | None = None) -> keras.Model:
+def build_decoder(latent_dim: int, conditioning: Conditioning = Conditioning()) -> keras.Model:
     """Dense(7*7*64) -> Reshape -> Conv2DTranspose(64, 3, s2) x2 -> Conv2DTranspose(1, 3, sigmoid).
 
-    With ``num_classes`` the model takes [z, label] and concatenates a label embedding to z.
+    A conditional model takes [z, label] and concatenates a label embedding to z.
     """
     z_in = keras.Input((latent_dim,), name="z")
-    h, inputs = z_in, z_in
-    if num_classes is not None:
-        label, embedded = label_embedding(num_classes, "decoder_label_embedding")
-        h = layers.Concatenate()([z_in, embedded])
-        inputs = [z_in, label]
+    inputs, h = conditioning.embed(z_in, z_in, "decoder_label_embedding")
     x = layers.Dense(7 * 7 * 64, activation="relu")(h)
     x = layers.Reshape((7, 7, 64))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
@@ -117,9 +107,9 @@ class VAE(keras.Model):
         self.latent_dim = int(latent_dim)
         self.article_kl = bool(article_kl)
         self.seed = seed
-        self.num_classes = check_num_classes(num_classes)
-        self.encoder = build_encoder(self.latent_dim, self.num_classes)
-        self.decoder = build_decoder(self.latent_dim, self.num_classes)
+        self.conditioning = Conditioning(num_classes)
+        self.encoder = build_encoder(self.latent_dim, self.conditioning)
+        self.decoder = build_decoder(self.latent_dim, self.conditioning)
         self.reparameterize = Reparameterize(seed=seed, name="reparameterize")
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
@@ -127,8 +117,13 @@ class VAE(keras.Model):
         self.built = True  # encoder and decoder are functional models, built at construction
 
     # ----------------------------------------------------------------- the probabilistic parts
+    @property
+    def num_classes(self):
+        """Number of classes of a conditional VAE (None: unconditional)."""
+        return self.conditioning.num_classes
+
     def _with_labels(self, x, labels):
-        return network_inputs(x, labels, self.num_classes, "VAE")
+        return self.conditioning.inputs(x, labels, "VAE")
 
     def encode(self, x, labels=None):
         """Posterior parameters (mean, logvar), each (B, latent_dim) (labels: conditional only)."""
@@ -141,7 +136,7 @@ class VAE(keras.Model):
 
     def call(self, inputs, training=False):
         """Reconstruction of x (unconditional) or of (x, labels) (conditional)."""
-        x, labels = inputs if self.num_classes is not None else (inputs, None)
+        x, labels = self.conditioning.unpack(inputs)
         mean, logvar = self.encode(x, labels)
         z = self.reparameterize(mean, logvar) if training else mean
         return self.decode(z, labels)
@@ -155,7 +150,7 @@ class VAE(keras.Model):
         from keras_gen.models.serving import check_num_images, check_seed
 
         n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
-        labels = check_labels(labels, n, self.num_classes)
+        labels = self.conditioning.labels(labels, n)
         z = prior_draws(n, self.latent_dim, seed)
         return self.decode(z, labels)
 
@@ -178,7 +173,7 @@ class VAE(keras.Model):
         return step_logs({m.name: m.result() for m in self.metrics})
 
     def train_step(self, data):
-        x, labels = batch_labels(data, self.num_classes, "VAE")
+        x, labels = self.conditioning.split(data, "VAE")
         with tf.GradientTape() as tape:
             total, reconstruction, kl = self.loss_terms(x, labels)
             scaled = self.optimizer.scale_loss(replica_share(total))
@@ -187,19 +182,16 @@ class VAE(keras.Model):
         return self._update_trackers(total, reconstruction, kl)
 
     def test_step(self, data):
-        return self._update_trackers(*self.loss_terms(*batch_labels(data, self.num_classes, "VAE")))
+        return self._update_trackers(*self.loss_terms(*self.conditioning.split(data, "VAE")))
 
     def get_config(self):
-        config = {**super().get_config(), "latent_dim": self.latent_dim,
-                  "article_kl": self.article_kl, "seed": self.seed}
-        if self.num_classes is not None:  # unconditional configs stay as they were before num_classes
-            config["num_classes"] = self.num_classes
-        return config
+        return {**super().get_config(), "latent_dim": self.latent_dim, "article_kl": self.article_kl,
+                "seed": self.seed, **self.conditioning.config()}
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
         """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        return latent_model_endpoints(self.latent_dim, self.decode, "decode", self.num_classes)
+        return latent_model_endpoints(self.latent_dim, self.decode, "decode", self.conditioning)
 
 
 @register_model_kind
@@ -215,7 +207,7 @@ class VAEKind(ModelKind):
         "cpu": dict(latent_dim=16, epochs=12, batch_size=64, learning_rate=1e-3),
         "tiny": dict(latent_dim=2, epochs=2, batch_size=64, learning_rate=1e-3, limit=512),
     }
-    sample_options = {"label": lambda value, info: check_label(value, info.get("num_classes"))}
+    sample_options = {"label": lambda value, info: Conditioning.of_info(info).label(value)}
 
     def data_options(self, config):
         return dict(binarize=True, value_range="0_1")
@@ -226,7 +218,7 @@ class VAEKind(ModelKind):
 
     def figures(self, model, config, out):
         """latent_manifold.png and latent_scatter.png for an unconditional latent-2 VAE."""
-        if model.latent_dim != 2 or model.num_classes is not None:
+        if model.latent_dim != 2 or model.conditioning.conditional:
             return []
         from keras_gen.data import load_dataset
         from keras_gen.plotting import latent_manifold, latent_scatter
