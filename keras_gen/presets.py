@@ -33,7 +33,8 @@ PRESETS = {
     },
     "ddpm": {
         # Article, "Diffusion Models": T=200, batch 64, lr 1e-4, 10 epochs, U-Net dim 64, mults
-        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: erratum 10).
+        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: docs/errata.md,
+        # erratum 10).
         "article": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, timesteps=200,
                         epochs=10, batch_size=64, learning_rate=1e-4, ddim_steps=50, ema_decay=0.999),
         # Measured (benchmarks/unet_candidates.py): attention at 16x16 made a 1.3M U-Net 2-3x

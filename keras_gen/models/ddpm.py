@@ -1,7 +1,7 @@
 """The article's DDPM ("Diffusion Models" section): a U-Net noise predictor trained with
 Algorithm 1 and sampled with Algorithm 2 (DDPM) or DDIM strides.
 
-Differences from the article's notebook (ARTICLE_MAP.md errata 6-11): the network sees x_t and is
+Differences from the article's notebook (docs/errata.md, errata 6-11): the network sees x_t and is
 trained to predict the noise (not the reverse); alpha-bar is not shifted; sampling runs all T
 steps with no noise at the last one; timesteps and noise are drawn in-graph in a compiled
 ``train_step``; images are padded 28 -> 32 (``data_mode="resize"`` reproduces the article's
