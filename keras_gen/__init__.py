@@ -1,23 +1,66 @@
 """keras_gen: the VAE, DCGAN and DDPM of Cheigh & Yamada (2023) as a Keras 3 library.
 
-Public API: the models (VAE, DCGAN, DDPM), the data (load_dataset, make_dataset), presets
-(get_preset), export (export_saved_model, load_sampler), and the modules plotting, callbacks,
-diffusion.
+Public API: the models (VAE, DCGAN, DDPM), the model kinds (register_model_kind, get_model_kind,
+model_kinds, ModelKind), the data (load_dataset, make_dataset), presets (get_preset), run folders
+(RunFolder), export and sampling (export_saved_model, Sampler, load_sampler), and the modules
+plotting, callbacks, diffusion.
+
+``import keras_gen`` is light: it imports neither TensorFlow nor matplotlib. Each public name, and
+each submodule (``keras_gen.models``, ``keras_gen.evaluation``...), is imported the first time it
+is used (PEP 562 module ``__getattr__``), so that ``keras_gen.cli`` can configure TensorFlow's
+logging before TensorFlow is loaded.
 """
+
+import importlib
+import importlib.util
 
 __version__ = "0.1.0"
 
-from keras_gen import callbacks, diffusion, plotting  # noqa: E402
-from keras_gen.data import load_dataset, make_dataset
-from keras_gen.export import export_saved_model
-from keras_gen.models.kinds import ModelKind, get_model_kind, model_kinds, register_model_kind
-from keras_gen.runs import RunFolder
-from keras_gen.sampling import Sampler, load_sampler
-from keras_gen.models import (DCGAN, DDPM, VAE, AlternatingTrainer, build_discriminator, build_generator,
-                              train_alternating)
-from keras_gen.presets import get_preset  # noqa: E402
+# public name -> the module that defines it. A name mapped to its own module path is that module.
+_LAZY = {
+    # modules
+    "callbacks": "keras_gen.callbacks",
+    "diffusion": "keras_gen.diffusion",
+    "plotting": "keras_gen.plotting",
+    # models
+    "AlternatingTrainer": "keras_gen.models",
+    "DCGAN": "keras_gen.models",
+    "DDPM": "keras_gen.models",
+    "VAE": "keras_gen.models",
+    "build_discriminator": "keras_gen.models",
+    "build_generator": "keras_gen.models",
+    "train_alternating": "keras_gen.models",
+    # model kinds
+    "ModelKind": "keras_gen.models.kinds",
+    "get_model_kind": "keras_gen.models.kinds",
+    "model_kinds": "keras_gen.models.kinds",
+    "register_model_kind": "keras_gen.models.kinds",
+    # data, presets, runs
+    "load_dataset": "keras_gen.data",
+    "make_dataset": "keras_gen.data",
+    "get_preset": "keras_gen.presets",
+    "RunFolder": "keras_gen.runs",
+    # export and sampling
+    "export_saved_model": "keras_gen.export",
+    "Sampler": "keras_gen.sampling",
+    "load_sampler": "keras_gen.sampling",
+}
 
-__all__ = ["ModelKind", "RunFolder", "Sampler", "get_model_kind", "model_kinds", "register_model_kind",
-           "AlternatingTrainer", "DCGAN", "DDPM", "VAE", "build_discriminator", "build_generator", "callbacks", "diffusion",
-           "export_saved_model", "get_preset", "load_dataset", "load_sampler", "make_dataset",
-           "plotting", "train_alternating", "__version__"]
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        # Any submodule, as when this file imported them all: keras_gen.models.build_ddpm, ...
+        if name.startswith("_") or importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'keras_gen' has no attribute {name!r}")
+        module_name = f"{__name__}.{name}"
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"{__name__}.{name}" else getattr(module, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

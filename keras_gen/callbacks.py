@@ -8,7 +8,6 @@ from pathlib import Path
 import keras
 
 from keras_gen.files import save_keras_atomically
-from keras_gen.plotting import image_grid
 
 
 class SampleGrid(keras.callbacks.Callback):
@@ -26,6 +25,8 @@ class SampleGrid(keras.callbacks.Callback):
         self.draw_initial = draw_initial
 
     def _save(self, label):
+        from keras_gen.plotting import image_grid  # matplotlib only when a grid is drawn
+
         images = self.sample_fn(self.n, self.seed)
         image_grid(images, self.out_dir / f"{self.prefix}_{label}.png", title=f"{self.prefix} {label}")
 

@@ -1,4 +1,4 @@
-"""SavedModel export with the serving contract of DESIGN.md ("Export").
+"""SavedModel export with the serving contract of docs/design.md ("Export").
 
 The SavedModel loads with ``tf.saved_model.load`` in a process that never imports keras_gen and
 runs with ``saved_model_cli``. Besides the signatures it carries ``assets/keras_gen.json`` (model

@@ -60,9 +60,9 @@ print("batch:", batch.shape, batch.dtype, float(batch.numpy().min()), float(batc
 # mirrors the encoder with transposed convolutions and a sigmoid output. The loss is the negative
 # ELBO: binary cross-entropy summed over the 784 pixels plus the KL divergence to N(0, I).
 #
-# **Erratum (keras_gen differs).** The article's code averages the KL term over the latent
-# dimensions while it sums the reconstruction term over pixels, which weakens the KL by a factor
-# latent_dim. keras_gen sums it (`article_kl=True` reproduces the article). The article's
+# **Errata 1-2 (keras_gen differs; docs/errata.md).** The article's code averages the KL term over
+# the latent dimensions while it sums the reconstruction term over pixels, which weakens the KL by
+# a factor latent_dim. keras_gen sums it (`article_kl=True` reproduces the article). The article's
 # `call()` was empty; here `call(x)` reconstructs x, so the model can be saved and exported.
 
 # %%

@@ -48,9 +48,9 @@ print("pixel range:", float(next(iter(train_ds)).numpy().min()), float(next(iter
 
 # %% [markdown]
 # ## Article step 3: the two networks
-# **Erratum (keras_gen differs).** The article's generator uses `ReLU(max_value=0.2)`, which
-# clips every activation at 0.2; the guideline it quotes is a plain ReLU, which keras_gen uses.
-# `article_relu=True` rebuilds the article's version.
+# **Erratum 3 (keras_gen differs; docs/errata.md).** The article's generator uses
+# `ReLU(max_value=0.2)`, which clips every activation at 0.2; the guideline it quotes is a plain
+# ReLU, which keras_gen uses. `article_relu=True` rebuilds the article's version.
 
 # %%
 gan = keras_gen.DCGAN(latent_dim=config["latent_dim"], seed=config["seed"])
@@ -70,9 +70,9 @@ print("article's ReLU caps:", [layer.max_value for layer in capped.layers if isi
 # `trainable` flag before every call, and the tests check that D's weights move in its own updates
 # and stay put in the generator's.
 #
-# **Erratum (keras_gen differs).** The article reports `np.mean(d_loss_real + d_loss_fake)`: with a
-# metric compiled in, each is a [loss, accuracy] list, so `+` concatenates them and the mean mixes
-# losses with accuracies. We report the mean of the two losses.
+# **Erratum 5 (keras_gen differs; docs/errata.md).** The article reports `np.mean(d_loss_real +
+# d_loss_fake)`: with a metric compiled in, each is a [loss, accuracy] list, so `+` concatenates
+# them and the mean mixes losses with accuracies. We report the mean of the two losses.
 
 # %%
 start = time.perf_counter()
@@ -82,7 +82,8 @@ article_history = keras_gen.train_alternating(gan, train_ds, config["epochs"],
 article_seconds = time.perf_counter() - start
 plotting.loss_curves({k: v for k, v in article_history.items() if "loss" in k},
                      out / "02_loss_curve_alternating.png", title="DCGAN losses (article's loop)")
-# The article's generate() returned the function itself (erratum); sample() returns the images.
+# The article's generate() returned the function itself (docs/errata.md, erratum 4); sample()
+# returns the images.
 plotting.image_grid(gan.sample(64, seed=0), out / "02_samples_alternating.png",
                     title="DCGAN samples, article's loop")
 

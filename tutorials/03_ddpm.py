@@ -33,9 +33,9 @@ out.mkdir(parents=True, exist_ok=True)
 # 1e-4 to 0.02. Its closed form lets us jump to any step:
 # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
 #
-# **Erratum (keras_gen differs).** The article's alpha-bar is shifted by one step (it starts with
-# 1), so its t = 0 adds no noise and every sampling coefficient is one step off. keras_gen's
-# `alphas_cumprod[t]` is the product of alphas[0..t].
+# **Erratum 7 (keras_gen differs; docs/errata.md).** The article's alpha-bar is shifted by one
+# step (it starts with 1), so its t = 0 adds no noise and every sampling coefficient is one step
+# off. keras_gen's `alphas_cumprod[t]` is the product of alphas[0..t].
 
 # %%
 config = keras_gen.get_preset("ddpm", args.preset)
@@ -45,9 +45,10 @@ print("alpha_bar[0] =", schedule.alphas_cumprod[0], " alpha_bar[T-1] =", schedul
 
 # %% [markdown]
 # ## Article step 2: the data
-# 32x32 images in [-1, 1]. **Erratum (keras_gen differs).** The article resizes 28 -> 32
-# bilinearly, which blurs the strokes; keras_gen pads 2 background pixels per side, which is
-# lossless and cropped back exactly after sampling (`data_mode="resize"` reproduces the article).
+# 32x32 images in [-1, 1]. **Erratum 10 (keras_gen differs; docs/errata.md).** The article
+# resizes 28 -> 32 bilinearly, which blurs the strokes; keras_gen pads 2 background pixels per
+# side, which is lossless and cropped back exactly after sampling (`data_mode="resize"`
+# reproduces the article).
 
 # %%
 train_ds = keras_gen.make_dataset("mnist", "train", config["batch_size"], value_range="-1_1",
@@ -64,8 +65,9 @@ plotting.forward_process_strip(schedule, x0, out / "03_forward_process.png", ts=
 # the concatenated skips. `UNet(dim=64, dim_mults=(1, 2, 4, 8))` is the article's 32M-parameter
 # network; the cpu preset is a smaller one with attention only at low resolution.
 #
-# **Erratum (keras_gen differs).** The article's attention subtracts the *index* of the largest
-# logit (argmax) before the softmax; keras_gen subtracts the largest *value*, the stable softmax.
+# **Erratum 9 (keras_gen differs; docs/errata.md).** The article's attention subtracts the *index*
+# of the largest logit (argmax) before the softmax; keras_gen subtracts the largest *value*, the
+# stable softmax.
 
 # %%
 model = keras_gen.models.build_ddpm(config)
@@ -75,11 +77,11 @@ print(f"U-Net parameters: {model.unet.count_params():,}")
 # ## Article step 4: training (Algorithm 1)
 # Draw t uniformly, noise x_0 to x_t, and regress the noise with a mean squared error.
 #
-# **Errata (keras_gen differs).** The article's `forward()` returns (noise, x_t) but its training
-# step unpacks (x_t, noise): the network is fed pure noise and asked to output the noised image.
-# keras_gen feeds x_t and targets the noise. The article also runs the step eagerly with NumPy
-# noise on the host; here t and the noise are drawn in-graph inside a compiled `train_step`, and
-# an exponential moving average of the weights is kept for sampling.
+# **Errata 6, 11 (keras_gen differs; docs/errata.md).** The article's `forward()` returns (noise,
+# x_t) but its training step unpacks (x_t, noise): the network is fed pure noise and asked to
+# output the noised image. keras_gen feeds x_t and targets the noise. The article also runs the
+# step eagerly with NumPy noise on the host; here t and the noise are drawn in-graph inside a
+# compiled `train_step`, and an exponential moving average of the weights is kept for sampling.
 
 # %%
 model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
@@ -94,9 +96,10 @@ plotting.loss_curves(history.history, out / "03_loss_curve.png", title="DDPM noi
 # ## Article step 5: sampling (Algorithm 2)
 # Start from pure noise and apply the learned reverse step T times.
 #
-# **Erratum (keras_gen differs).** The article's loop runs T - 1 of the T steps and adds noise at
-# every step, including the last; Algorithm 2 adds none at t = 0. keras_gen runs all T steps,
-# batched, with the per-step work compiled once, and returns the whole trajectory on request.
+# **Erratum 8 (keras_gen differs; docs/errata.md).** The article's loop runs T - 1 of the T steps
+# and adds noise at every step, including the last; Algorithm 2 adds none at t = 0. keras_gen runs
+# all T steps, batched, with the per-step work compiled once, and returns the whole trajectory on
+# request.
 
 # %%
 start = time.perf_counter()

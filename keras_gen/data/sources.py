@@ -1,8 +1,8 @@
 """Where the MNIST / Fashion-MNIST arrays come from.
 
-`load_dataset(name, split)` tries the sources of DESIGN.md in order and returns validated uint8
-arrays. A source that succeeds beyond our own cache fills the cache, so the next load is a cache
-hit. When every source fails, the error names each source and why it failed.
+`load_dataset(name, split)` tries the sources of docs/design.md ("Data") in order and returns
+validated uint8 arrays. A source that succeeds beyond our own cache fills the cache, so the next
+load is a cache hit. When every source fails, the error names each source and why it failed.
 
 1. cache      ``$KERAS_GEN_DATA/<name>/`` or ``~/.keras_gen/datasets/<name>/`` (``train.npz``, ``test.npz``)
 2. local      Keras' cache ``~/.keras/datasets/`` and Debian's ``dataset-fashion-mnist`` files

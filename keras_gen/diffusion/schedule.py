@@ -3,7 +3,7 @@
 Indexing is 0-based: t = 0 is the first noising step and ``alphas_cumprod[t]`` is the product of
 ``alphas[0..t]`` inclusive, so x_0 is the data and x_t (t = 0..T-1) has had t + 1 noising steps.
 The article's notebook shifts alpha-bar by one (``concat([1], cumprod(alpha)[:-1])``), which
-leaves t = 0 noise-free (ARTICLE_MAP.md erratum 7); keras_gen does not.
+leaves t = 0 noise-free (docs/errata.md, erratum 7); keras_gen does not.
 """
 
 from __future__ import annotations

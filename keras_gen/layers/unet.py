@@ -22,7 +22,7 @@ def stable_softmax(logits, axis=-1):
     """Softmax in float32 after subtracting the maximum logit along ``axis``.
 
     Subtracting the max *value* makes exp() safe for any logits; the article's attention subtracts
-    the argmax *index* instead (ARTICLE_MAP.md erratum 9), which leaves exp() free to overflow.
+    the argmax *index* instead (docs/errata.md, erratum 9), which leaves exp() free to overflow.
     """
     logits = ops.cast(logits, "float32")
     shifted = logits - ops.stop_gradient(ops.max(logits, axis=axis, keepdims=True))

@@ -8,7 +8,7 @@ Two ways to train the same generator/discriminator pair:
 - ``AlternatingTrainer`` / ``train_alternating``: the article's explicit loop of three ``train_on_batch`` calls per batch
   with D frozen inside a stacked G->D model. Kept for the tutorial; slower, single device.
 
-Differences from the article's notebook (ARTICLE_MAP.md errata 3-5): plain ReLU in G
+Differences from the article's notebook (docs/errata.md, errata 3-5): plain ReLU in G
 (``article_relu=True`` reproduces ``ReLU(max_value=0.2)``), ``sample()`` returns images, and the
 discriminator loss is the mean of its real and fake BCE losses (not of [loss, accuracy] lists).
 """
@@ -331,8 +331,8 @@ class AlternatingTrainer:
         is one stream of all remaining batches (make_dataset(epochs=...)) and the first epoch is
         ``skip_batches`` short (a run resumed mid-epoch). Calls the callbacks' train/epoch/batch
         hooks like fit and stops when one sets ``stop_training``. Returns a Keras-like history
-        dict of per-epoch means: d_loss (mean of the real and fake BCE losses: erratum 5),
-        g_loss, d_real_acc, d_fake_acc.
+        dict of per-epoch means: d_loss (mean of the real and fake BCE losses: docs/errata.md,
+        erratum 5), g_loss, d_real_acc, d_fake_acc.
         """
         self.gan.stop_training = False
         callback_list = keras.callbacks.CallbackList(callbacks or [], model=self.gan)

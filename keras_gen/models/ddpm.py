@@ -1,7 +1,7 @@
 """The article's DDPM ("Diffusion Models" section): a U-Net noise predictor trained with
 Algorithm 1 and sampled with Algorithm 2 (DDPM) or DDIM strides.
 
-Differences from the article's notebook (ARTICLE_MAP.md errata 6-11): the network sees x_t and is
+Differences from the article's notebook (docs/errata.md, errata 6-11): the network sees x_t and is
 trained to predict the noise (not the reverse); alpha-bar is not shifted; sampling runs all T
 steps with no noise at the last one; timesteps and noise are drawn in-graph in a compiled
 ``train_step``; images are padded 28 -> 32 (``data_mode="resize"`` reproduces the article's
@@ -407,7 +407,8 @@ class DDPMKind(ModelKind):
     name = "ddpm"
     presets = {
         # Article, "Diffusion Models": T=200, batch 64, lr 1e-4, 10 epochs, U-Net dim 64, mults
-        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: erratum 10).
+        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: docs/errata.md,
+        # erratum 10).
         "article": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, timesteps=200,
                         epochs=10, batch_size=64, learning_rate=1e-4, ddim_steps=50, ema_decay=0.999),
         # Measured (benchmarks/unet_candidates.py): attention at 16x16 made a 1.3M U-Net 2-3x

@@ -1,4 +1,4 @@
-"""Pieces of the SavedModel serving contract shared by every model (DESIGN.md, Export).
+"""Pieces of the SavedModel serving contract shared by every model (docs/design.md, Export).
 
 A model's ``serving_endpoints()`` returns ``{name: (fn, input_signature)}``; keras_gen.export
 turns them into SavedModel signatures. Seeded endpoints take ``num_images`` and ``seed``

@@ -1,6 +1,6 @@
 """The article's convolutional VAE ("Variational Autoencoders" section) as a subclassed keras.Model.
 
-Differences from the article's notebook (ARTICLE_MAP.md errata 1-2):
+Differences from the article's notebook (docs/errata.md, errata 1-2):
 - the KL term is summed over latent dimensions (then averaged over the batch), matching the
   reconstruction term that is summed over the 784 pixels; ``article_kl=True`` reproduces the
   article's mean over latent dimensions for comparison;

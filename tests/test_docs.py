@@ -1,0 +1,78 @@
+"""The documents the code cites exist in the repository, and docs/errata.md names real tests."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+ERRATA = DOCS / "errata.md"
+CITING = sorted((REPO / "keras_gen").rglob("*.py")) + sorted((REPO / "tutorials").glob("*.py"))
+
+TEST_REF = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+DOCS_REF = re.compile(r"\bdocs/[\w./-]*\w")
+# "erratum 7", "errata 1-2", "Errata 6, 11", "Erratum 10 (..."
+ERRATUM_REF = re.compile(r"\berrat(?:um|a) (\d+(?:\s*(?:-|,)\s*\d+)*)", re.IGNORECASE)
+
+
+def errata_rows() -> dict[int, str]:
+    """{erratum number: its table row} from docs/errata.md."""
+    rows = {}
+    for line in ERRATA.read_text().splitlines():
+        match = re.match(r"\|\s*(\d+)\s*\|", line)
+        if match:
+            rows[int(match.group(1))] = line
+    return rows
+
+
+def test_errata_table_has_one_row_per_erratum():
+    rows = errata_rows()
+    assert sorted(rows) == list(range(1, len(rows) + 1)) and len(rows) >= 11
+    for number, row in rows.items():
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), f"erratum {number}: {cells}"
+        assert TEST_REF.search(cells[3]) or "no test yet" in cells[3], f"erratum {number}: {cells[3]}"
+
+
+def test_every_test_the_errata_page_names_exists():
+    refs = TEST_REF.findall(ERRATA.read_text())
+    assert refs
+    for file, name in refs:
+        path = REPO / file
+        assert path.is_file(), file
+        tree = ast.parse(path.read_text())
+        functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert name in functions, f"{file}::{name} is not a test function in {file}"
+
+
+def test_every_document_the_code_cites_exists():
+    cited = {}
+    for path in CITING:
+        text = path.read_text()
+        for ref in DOCS_REF.findall(text):
+            cited.setdefault(ref, []).append(str(path.relative_to(REPO)))
+        # the documents outside the repository, which the code used to cite
+        for outside in ("ARTICLE_MAP.md", "DESIGN.md"):
+            assert outside not in text, f"{path.relative_to(REPO)} cites {outside}: cite docs/ instead"
+    assert {"docs/errata.md", "docs/design.md"} <= set(cited)
+    for ref, where in cited.items():
+        assert (REPO / ref).is_file(), f"{ref} (cited in {', '.join(where)}) does not exist"
+
+
+def test_every_erratum_number_the_code_cites_is_on_the_page():
+    rows = errata_rows()
+    for path in CITING:
+        for match in ERRATUM_REF.finditer(path.read_text()):
+            numbers = set()
+            for part in re.split(r"\s*,\s*", match.group(1)):
+                low, _, high = part.partition("-")
+                numbers.update(range(int(low), int(high or low) + 1))
+            assert numbers <= set(rows), f"{path.relative_to(REPO)}: {match.group(0)}"
+
+
+def test_links_between_the_docs_resolve():
+    for page in DOCS.glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
