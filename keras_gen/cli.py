@@ -203,8 +203,9 @@ def cmd_demo(args):
     out.mkdir(parents=True, exist_ok=True)
     shipped = shipped_exports()
     if not shipped:
-        raise CLIError(f"no shipped models in {models_dir()}: train them with "
-                       "`keras-gen train {vae,dcgan,ddpm} --preset cpu` and copy the saved_model/ folders")
+        raise CLIError(f"no shipped models in {models_dir()}: set KERAS_GEN_MODELS to the repository's "
+                       "saved_models/ folder, or train them with `keras-gen train {vae,dcgan,ddpm} --preset cpu` "
+                       "and copy the saved_model/ folders there")
     images, _ = load_dataset("mnist", "train")
     real_grid = out / "mnist_training_images.png"
     image_grid(images[:64], real_grid, title="MNIST: 64 training images")
