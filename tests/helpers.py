@@ -274,7 +274,13 @@ def check_export_in_child(exports, calls, tmp_path, *, errors=None, metadata=Non
                 **(alongside or {})}
     # cwd: the repository is not on the children's path
     jobs = subprocess_jobs.start_all(commands, root, cwd=root)
-    expected = while_running() if while_running is not None else None
+    try:
+        expected = while_running() if while_running is not None else None
+    except BaseException:  # leave no child behind
+        for process, _, _ in jobs.values():
+            process.kill()
+            process.wait()
+        raise
     results = subprocess_jobs.finish_all(jobs)
     child = results.pop(name)
     assert child.rc == 0, explain(child)
