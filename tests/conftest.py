@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from helpers import tiny_dcgan, tiny_vae, weights_of
 from keras_gen.data import sources
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -78,17 +79,8 @@ def small_counts(monkeypatch):
 
 # ------------------------------------------------------------------ tiny trained VAE / DCGAN
 # Shared by test_vae.py, test_dcgan.py and test_export.py: trained once per session on the
-# committed MNIST sample. Tests must not train or mutate these models further.
-
-def weights_of(model, trainable_only=False):
-    """NumPy copies of a model's weights (all of them, or only the trainable ones)."""
-    return [np.array(w.numpy()) for w in (model.trainable_weights if trainable_only else model.weights)]
-
-
-def weights_changed(before, after):
-    """True when any array differs between two weights_of() snapshots."""
-    assert len(before) == len(after)
-    return any(not np.array_equal(b, a) for b, a in zip(before, after))
+# committed MNIST sample. Tests must not train or mutate these models further. The builders and
+# the other shared helpers are in helpers.py.
 
 
 @pytest.fixture(scope="session")
@@ -97,12 +89,11 @@ def tiny_vae_run(mnist_sample):
     import keras
 
     from keras_gen.data import dataset_from_arrays
-    from keras_gen.models.vae import VAE
 
     keras.utils.set_random_seed(0)
     images, labels = mnist_sample
     dataset = dataset_from_arrays(images[:512], labels[:512], 64, binarize=True, seed=0)
-    model = VAE(latent_dim=2, seed=0)
+    model = tiny_vae()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
     history = model.fit(dataset, epochs=3, verbose=0, shuffle=False)
     return SimpleNamespace(model=model, history=history.history)
@@ -116,13 +107,12 @@ def tiny_dcgan_run(mnist_sample):
     import keras
 
     from keras_gen.data import dataset_from_arrays
-    from keras_gen.models.dcgan import DCGAN
 
     keras.utils.set_random_seed(0)
     images, labels = mnist_sample
     dataset = dataset_from_arrays(images[:128], labels[:128], 32, value_range="-1_1",
                                   drop_remainder=True, seed=0)
-    model = DCGAN(latent_dim=8, seed=0)
+    model = tiny_dcgan()
     model.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
                   g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), jit_compile=False)
 

@@ -31,12 +31,21 @@ def finish(job, timeout=420):
     return SimpleNamespace(rc=rc, stdout=out.read_text(), stderr=err.read_text())
 
 
+def start_all(named_cmds, log_dir, cwd, envs=None):
+    """Start commands side by side; {name: job} for finish_all."""
+    return {name: start(cmd, log_dir, name, cwd, (envs or {}).get(name)) for name, cmd in named_cmds.items()}
+
+
+def finish_all(jobs, timeout=420):
+    """Wait for every job of start_all; {name: result}."""
+    return {name: finish(job, timeout) for name, job in jobs.items()}
+
+
 def run_all(named_cmds, log_dir, cwd, envs=None, timeout=420):
     """Run commands side by side (each mostly waits on TensorFlow's import); {name: result}.
 
     ``envs``: {name: extra environment variables} for some of the commands."""
-    jobs = {name: start(cmd, log_dir, name, cwd, (envs or {}).get(name)) for name, cmd in named_cmds.items()}
-    return {name: finish(job, timeout) for name, job in jobs.items()}
+    return finish_all(start_all(named_cmds, log_dir, cwd, envs), timeout)
 
 
 def explain(result):

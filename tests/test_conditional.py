@@ -9,8 +9,6 @@ shared read-only.
 from __future__ import annotations
 
 import json
-import re
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,38 +17,32 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import (TINY_T, assert_keras_round_trip, check_export_in_child, export_call, tiny_dcgan, tiny_ddpm,
+                     tiny_unet, tiny_vae, unnumbered, unnumbered_layout)
 from keras_gen.data import dataset_from_arrays, preprocess_images
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.evaluation import class_accuracy, conditional_metrics, guidance_sweep, per_class_fid
-from keras_gen.export import export_saved_model, read_export_info
+from keras_gen.export import read_export_info
 from keras_gen.sampling import load_sampler
 from keras_gen.layers.unet import UNet
-from keras_gen.models import DCGAN, DDPM, VAE
+from keras_gen.models import DCGAN, DDPM
 from keras_gen.models.dcgan import mode_seeking_penalty, paired_labels
 from keras_gen.presets import get_preset
-from subprocess_jobs import REFUSE_KERAS_GEN, explain, finish, start
 
 DATA = Path(__file__).parent / "data"
 C = 10
-T = 20
+T = TINY_T
+DDIM_STEPS = 3  # as in tests/data/unconditional_golden.json
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def tiny_unet(num_classes=None, cls=UNet):
-    return cls(dim=8, dim_mults=(1, 2), attention_levels=(False, True), num_classes=num_classes)
-
-
-def tiny_ddpm(num_classes=None, unet=None, **kwargs):
-    return DDPM(unet or tiny_unet(num_classes), NoiseSchedule(T), ddim_steps=3, ema_decay=0.9, seed=0, **kwargs)
 
 
 def build(kind, num_classes=None):
     """The models of tests/data/unconditional_golden.* (made by the code before num_classes)."""
     if kind == "vae":
-        return VAE(latent_dim=2, seed=0, num_classes=num_classes)
+        return tiny_vae(num_classes)
     if kind == "dcgan":
-        return DCGAN(latent_dim=8, seed=0, num_classes=num_classes)
-    return tiny_ddpm(num_classes)
+        return tiny_dcgan(num_classes)
+    return tiny_ddpm(num_classes=num_classes, ddim_steps=DDIM_STEPS)
 
 
 # ----------------------------------------------------------------------------- trained models
@@ -63,12 +55,12 @@ def trained(mnist_sample):
     keras.utils.set_random_seed(0)
     runs = {}
 
-    vae = VAE(latent_dim=2, seed=0, num_classes=C)  # latent 2: the class has to come from the label
+    vae = tiny_vae(C)  # latent 2: the class has to come from the label
     vae.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
     data = dataset_from_arrays(images[:1024], labels[:1024], 64, binarize=True, with_labels=True, seed=0)
     runs["vae"] = SimpleNamespace(model=vae, history=vae.fit(data, epochs=3, verbose=0).history)
 
-    dcgan = DCGAN(latent_dim=8, seed=0, num_classes=C)
+    dcgan = tiny_dcgan(C)
     dcgan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
                   g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), jit_compile=False)
     data = dataset_from_arrays(images[:256], labels[:256], 64, value_range="-1_1", with_labels=True,
@@ -77,7 +69,7 @@ def trained(mnist_sample):
     runs["dcgan"] = SimpleNamespace(model=dcgan, history=dcgan.fit(data, epochs=3, verbose=0).history,
                                     d_before=d_before)
 
-    ddpm = tiny_ddpm(C)
+    ddpm = build("ddpm", C)
     # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 8 steps
     # themselves (tutorial 05, run by test_tutorials.py, trains a conditional DDPM compiled).
     ddpm.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False, run_eagerly=True)
@@ -115,13 +107,8 @@ def test_unconditional_models_are_unchanged(golden, fresh, kind):
     arrays, meta = golden
     model = fresh[kind][None]
     assert model.num_classes is None
-    def layout(weights):  # auto-generated layer names are numbered per process: drop the numbers
-        return [[re.sub(r"_\d+(?=/|$)", "", path), shape] for path, shape in weights]
-
-    assert layout([w.path, list(w.shape)] for w in model.weights) == layout(meta[kind]["weights"])
-    def unnumbered(config):  # the same for auto-generated names inside the config
-        return json.loads(re.sub(r'("name": "[^"]*?)_\d+"', r'\1"', json.dumps(config, default=str)))
-
+    # auto-generated layer names are numbered per process: compare without the numbers
+    assert unnumbered_layout((w.path, w.shape) for w in model.weights) == unnumbered_layout(meta[kind]["weights"])
     assert unnumbered(model.get_config()) == unnumbered(meta[kind]["config"])
     fill(model)
     if kind == "ddpm":
@@ -181,7 +168,7 @@ def test_guidance_needs_a_conditional_ddpm(fresh):
     with pytest.raises(ValueError, match="guidance must be a finite number"):
         fresh["ddpm"][C].sample(2, 0, guidance=float("nan"), progress=False)
     with pytest.raises(ValueError, match="label_dropout"):
-        DDPM(tiny_unet(C), NoiseSchedule(T), ddim_steps=3, label_dropout=1.0)
+        DDPM(tiny_unet(C), NoiseSchedule(T), ddim_steps=DDIM_STEPS, label_dropout=1.0)
 
 
 @pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
@@ -257,7 +244,7 @@ def test_label_dropout_sends_that_share_to_the_null_class(mnist_sample):
                 seen.append(np.asarray(inputs[2]))
             return super().call(inputs)
 
-    model = DDPM(tiny_unet(C, RecordingUNet), NoiseSchedule(T), ddim_steps=3, label_dropout=0.5, seed=0)
+    model = DDPM(tiny_unet(C, RecordingUNet), NoiseSchedule(T), ddim_steps=DDIM_STEPS, label_dropout=0.5, seed=0)
     images, labels = mnist_sample
     x0 = preprocess_images(images[:160], value_range="-1_1", pad_to=32)
     y = tf.constant(labels[:160], tf.int32)
@@ -325,7 +312,7 @@ def test_mode_seeking_term_enters_the_generator_update(trained, mnist_sample):
     generators = []
     for weight in (1e-9, 1.0):
         keras.utils.set_random_seed(1)
-        model = DCGAN(latent_dim=8, seed=0, num_classes=C, mode_seeking=weight)
+        model = tiny_dcgan(C, mode_seeking=weight)
         model.compile(d_optimizer=keras.optimizers.SGD(0.1), g_optimizer=keras.optimizers.SGD(0.1),
                       run_eagerly=True)  # one step: tracing would cost more than it
         model.fit(data, epochs=1, verbose=0)
@@ -358,14 +345,12 @@ def test_conditional_vae_draws_the_requested_digits(trained):
 @pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
 def test_keras_round_trip_keeps_the_conditioning(trained, kind, tmp_path):
     model = trained[kind].model
-    model.save(tmp_path / "model.keras")
-    loaded = keras.models.load_model(tmp_path / "model.keras")
+    options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
+    loaded = assert_keras_round_trip(model, tmp_path, {"n": 4, "seed": 3, "labels": [1, 5, 7, 9], **options},
+                                     atol=1e-5)
     assert loaded.num_classes == C
     if kind == "ddpm":
         assert (loaded.label_dropout, loaded.guidance) == (model.label_dropout, model.guidance)
-    options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
-    np.testing.assert_allclose(np.asarray(loaded.sample(4, 3, labels=[1, 5, 7, 9], **options)),
-                               np.asarray(model.sample(4, 3, labels=[1, 5, 7, 9], **options)), atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -403,84 +388,75 @@ def test_guidance_sweep_rows(trained):
 # ----------------------------------------------------------------------------- export
 
 
-CHILD = REFUSE_KERAS_GEN + r'''
-export_dirs, out_path, result_path = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
-arrays, result = {}, {}
-for kind, path in export_dirs.items():
-    loaded = tf.saved_model.load(path)
-    fn = loaded.signatures["sample_class"]
-    args = dict(num_images=tf.constant(5), seed=tf.constant(7), label=tf.constant(3))
-    if kind == "ddpm":
-        args["guidance"] = tf.constant(2.0)
-    arrays[kind] = fn(**args)["images"].numpy()
-    arrays[kind + "_default"] = loaded.signatures["serving_default"](
-        num_images=tf.constant(4), seed=tf.constant(7))["images"].numpy()
-    try:
-        fn(**{**args, "label": tf.constant(10)})
-        error = "none"
-    except tf.errors.InvalidArgumentError:
-        error = "InvalidArgumentError"
-    result[kind] = {"signatures": sorted(loaded.signatures), "bad_label": error,
-                    "inputs": sorted(fn.structured_input_signature[1])}
-    if kind != "ddpm":  # decode / generate from given codes take the labels too
-        from_codes = loaded.signatures["decode" if kind == "vae" else "generate"]
-        d = from_codes.structured_input_signature[1]["z"].shape[1]
-        z = tf.constant(np.linspace(-2, 2, 3 * d, dtype="float32").reshape(3, d))
-        arrays[kind + "_codes"] = from_codes(z=z, labels=tf.constant([0, 4, 9]))["images"].numpy()
-        try:
-            from_codes(z=z, labels=tf.constant([0, 4, 10]))
-            result[kind]["bad_codes_label"] = "none"
-        except tf.errors.InvalidArgumentError:
-            result[kind]["bad_codes_label"] = "InvalidArgumentError"
-result["keras_gen_in_sys_modules"] = "keras_gen" in sys.modules
-np.savez(out_path, **arrays)
-with open(result_path, "w") as f:
-    json.dump(result, f)
-'''
+LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
+
+
+def codes(latent_dim):
+    """Three fixed latent codes for decode / generate."""
+    return np.linspace(-2, 2, 3 * latent_dim, dtype="float32").reshape(3, latent_dim)
+
+
+def export_calls(trained):
+    """The calls the export child makes: sample_class and serving_default of each export, and
+    decode (VAE) / generate (DCGAN) from given codes with labels; the same with a bad label."""
+    calls, errors = {}, {}
+    for kind, run in trained.items():
+        args = dict(num_images=5, seed=7, label=3, **({"guidance": 2.0} if kind == "ddpm" else {}))
+        calls[kind] = export_call("sample_class", export=kind, output="images", **args)
+        calls[kind + "_default"] = export_call("serving_default", export=kind, output="images", num_images=4, seed=7)
+        errors[kind] = export_call("sample_class", export=kind, output="images", **{**args, "label": 10})
+        if kind != "ddpm":  # decode / generate from given codes take the labels too
+            z = codes(run.model.latent_dim)
+            calls[kind + "_codes"] = export_call(LATENT_SIGNATURE[kind], export=kind, output="images", z=z,
+                                                 labels=np.array([0, 4, 9], np.int32))
+            errors[kind + "_codes"] = export_call(LATENT_SIGNATURE[kind], export=kind, output="images", z=z,
+                                                  labels=np.array([0, 4, 10], np.int32))
+    return calls, errors
 
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
-    root = tmp_path_factory.mktemp("conditional_exports")
-    paths = {kind: str(export_saved_model(run.model, root / kind, metadata={"dataset": "mnist"}))
-             for kind, run in trained.items()}
-    job = start([sys.executable, "-c", CHILD, json.dumps(paths), str(root / "out.npz"), str(root / "result.json")],
-                root, "child", cwd=root)  # cwd: the repository is not on the child's path
-    expected = {}
-    for kind, run in trained.items():
-        options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
-        expected[kind] = np.asarray(run.model.sample(5, 7, labels=3, **options))
-        if kind != "ddpm":
-            d = run.model.latent_dim
-            z = np.linspace(-2, 2, 3 * d, dtype="float32").reshape(3, d)
-            to_images = run.model.decode if kind == "vae" else run.model.generate
-            expected[kind + "_codes"] = np.asarray(to_images(z, np.array([0, 4, 9])))
-        quiet = {"progress": False} if kind == "ddpm" else {}
-        expected[kind + "_default"] = np.asarray(run.model.sample(4, 7, **quiet))
-    child = finish(job)
-    assert child.rc == 0, explain(child)
-    with np.load(root / "out.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    return SimpleNamespace(paths=paths, arrays=arrays, expected=expected,
-                           result=json.loads((root / "result.json").read_text()))
+    """The three conditional models exported and served by one child process without keras_gen,
+    while this process computes the same draws."""
+    def expected():
+        arrays = {}
+        for kind, run in trained.items():
+            options = {"progress": False, "guidance": 2.0} if kind == "ddpm" else {}
+            arrays[kind] = np.asarray(run.model.sample(5, 7, labels=3, **options))
+            if kind != "ddpm":
+                to_images = run.model.decode if kind == "vae" else run.model.generate
+                arrays[kind + "_codes"] = np.asarray(to_images(codes(run.model.latent_dim), np.array([0, 4, 9])))
+            quiet = {"progress": False} if kind == "ddpm" else {}
+            arrays[kind + "_default"] = np.asarray(run.model.sample(4, 7, **quiet))
+        return arrays
+
+    calls, errors = export_calls(trained)
+    served = check_export_in_child({kind: run.model for kind, run in trained.items()}, calls,
+                                   tmp_path_factory.mktemp("conditional_exports"), errors=errors,
+                                   metadata={"dataset": "mnist"}, while_running=expected)
+    return SimpleNamespace(paths={kind: str(path) for kind, path in served.paths.items()}, arrays=served.arrays,
+                           expected=served.expected, result=served.result)
 
 
 @pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
-def test_sample_class_export_round_trip(exported, kind):
+def test_sample_class_export_round_trip(trained, exported, kind):
     result = exported.result
-    assert result["keras_gen_in_sys_modules"] is False
-    assert "sample_class" in result[kind]["signatures"] and "serving_default" in result[kind]["signatures"]
+    assert result["keras_gen_in_sys_modules"] is False and result["refused_imports"] == []
+    served = result["exports"][kind]
+    assert "sample_class" in served["signatures"] and "serving_default" in served["signatures"]
     inputs = ["num_images", "seed", "label"] + (["guidance"] if kind == "ddpm" else [])
-    assert result[kind]["inputs"] == sorted(inputs)
+    assert sorted(served["inputs"]["sample_class"]) == sorted(inputs)
     got = exported.arrays[kind]
     assert got.shape == (5, 28, 28, 1) and got.dtype == np.float32
     assert got.min() >= 0.0 and got.max() <= 1.0
     np.testing.assert_allclose(got, exported.expected[kind], atol=1e-5)
     np.testing.assert_allclose(exported.arrays[kind + "_default"], exported.expected[kind + "_default"], atol=1e-5)
-    assert result[kind]["bad_label"] == "InvalidArgumentError"
+    assert result["errors"][kind] == "InvalidArgumentError"  # label 10 of 10 classes
     if kind != "ddpm":
+        # the codes' width is the model's latent_dim, and the labels are taken with them
+        assert served["inputs"][LATENT_SIGNATURE[kind]]["z"] == ["float32", [None, trained[kind].model.latent_dim]]
         np.testing.assert_allclose(exported.arrays[kind + "_codes"], exported.expected[kind + "_codes"], atol=1e-5)
-        assert result[kind]["bad_codes_label"] == "InvalidArgumentError"
+        assert result["errors"][kind + "_codes"] == "InvalidArgumentError"
     info = read_export_info(exported.paths[kind])
     assert info["num_classes"] == C and "sample_class" in info["signatures"]
 

@@ -12,17 +12,9 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import assert_keras_round_trip, tiny_dcgan, weights_changed, weights_of
 from keras_gen.data import dataset_from_arrays
 from keras_gen.models.dcgan import DCGAN, build_discriminator, build_generator, train_alternating
-
-
-def snapshot(model, trainable_only=False):
-    return [np.array(w.numpy()) for w in (model.trainable_weights if trainable_only else model.weights)]
-
-
-def changed(before, after):
-    assert len(before) == len(after)
-    return any(not np.array_equal(b, a) for b, a in zip(before, after))
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +68,7 @@ def relu_activations(generator, z):
 
 def test_generator_uses_plain_relu_by_default():
     """Erratum 3: the article caps G's ReLUs at 0.2; the DCGAN guideline is a plain ReLU."""
-    generator = DCGAN(latent_dim=8, seed=0).generator
+    generator = tiny_dcgan().generator
     relus = relu_layers(generator)
     assert len(relus) == 2
     assert all(layer.max_value is None for layer in relus)
@@ -102,7 +94,7 @@ def test_article_relu_caps_activations_at_0_2():
 
 def test_sample_returns_images_in_0_1():
     """Erratum 4: the article's generate() returns the function object, not images."""
-    model = DCGAN(latent_dim=8, seed=0)
+    model = tiny_dcgan()
     images = model.sample(5, seed=1)
     assert not callable(images)
     images = np.asarray(images)
@@ -136,7 +128,7 @@ def test_invalid_latent_dim_raises(latent_dim):
 def test_one_fused_train_step_updates_both_networks(tiny_dcgan_run):
     run = tiny_dcgan_run
     for name in ("generator", "discriminator"):
-        assert changed(run.before[name], run.after_one_step[name]), f"{name} did not move"
+        assert weights_changed(run.before[name], run.after_one_step[name]), f"{name} did not move"
 
 
 def test_tiny_dcgan_trains_on_mnist_without_nan(tiny_dcgan_run):
@@ -148,7 +140,7 @@ def test_tiny_dcgan_trains_on_mnist_without_nan(tiny_dcgan_run):
         assert all(0.0 <= v <= 1.0 for v in history[key])
     assert all(v > 0 for v in history["d_loss"] + history["g_loss"])
     model = tiny_dcgan_run.model
-    assert all(np.all(np.isfinite(w)) for w in snapshot(model))
+    assert all(np.all(np.isfinite(w)) for w in weights_of(model))
     assert np.all(np.isfinite(np.asarray(model.sample(8, seed=0))))
 
 
@@ -166,16 +158,16 @@ def alternating_run(mnist_sample):
     images, labels = mnist_sample
     dataset = dataset_from_arrays(images[:96], labels[:96], 32, value_range="-1_1",
                                   drop_remainder=True, seed=0)
-    gan = DCGAN(latent_dim=8, seed=0)
+    gan = tiny_dcgan()
     G, D = gan.generator, gan.discriminator
     original = keras.Model.train_on_batch
     calls = []
 
     def observed(self, *args, **kwargs):
-        g0, d0 = snapshot(G), snapshot(D)
+        g0, d0 = weights_of(G), weights_of(D)
         logs = original(self, *args, **kwargs)
         who = "D" if self is D else ("stacked" if self.name == "stacked_gan" else self.name)
-        calls.append((who, changed(g0, snapshot(G)), changed(d0, snapshot(D)), dict(logs)))
+        calls.append((who, weights_changed(g0, weights_of(G)), weights_changed(d0, weights_of(D)), dict(logs)))
         return logs
 
     with pytest.MonkeyPatch.context() as mp:
@@ -232,16 +224,12 @@ def test_alternating_d_loss_is_mean_of_real_and_fake_bce(alternating_run):
 
 def test_keras_round_trip_restores_model_and_compile(tiny_dcgan_run, tmp_path):
     model = tiny_dcgan_run.model
-    path = tmp_path / "dcgan.keras"
-    model.save(path)
-    loaded = keras.models.load_model(path)
+    z = normal(3, 8)
+    loaded = assert_keras_round_trip(model, tmp_path, {"n": 6, "seed": 9}, outputs={  # bit for bit
+        "generate": lambda m: m.generate(z),
+        "discriminator": lambda m: m.discriminator(2 * np.asarray(m.sample(4, seed=1)) - 1)})
     assert isinstance(loaded, DCGAN)
     assert (loaded.latent_dim, loaded.article_relu, loaded.seed) == (8, False, 0)
-    np.testing.assert_array_equal(np.asarray(loaded.sample(6, seed=9)), np.asarray(model.sample(6, seed=9)))
-    z = normal(3, 8)
-    np.testing.assert_array_equal(np.asarray(loaded.generate(z)), np.asarray(model.generate(z)))
-    p = np.asarray(model.discriminator(2 * np.asarray(model.sample(4, seed=1)) - 1))
-    np.testing.assert_array_equal(np.asarray(loaded.discriminator(2 * np.asarray(loaded.sample(4, seed=1)) - 1)), p)
     # the custom compile comes back (get_compile_config / compile_from_config) ...
     assert loaded.compiled
     for name in ("d_optimizer", "g_optimizer"):

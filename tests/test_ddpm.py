@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,14 +18,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import helpers
+from helpers import TINY_T, assert_keras_round_trip, check_export_in_child, export_call, tiny_unet, weights_of
 from keras_gen.data import preprocess_images
 from keras_gen.diffusion import NoiseSchedule, samplers
-from subprocess_jobs import REFUSE_KERAS_GEN, explain, finish, run_all, start
-from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
+from keras_gen.export import ASSET_NAME, read_export_info
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM
+from subprocess_jobs import explain, finish, run_all, start
 
-T = 20
+T = TINY_T
 DDIM_STEPS = 5
 EMA_DECAY = 0.9
 BATCH = 32
@@ -35,22 +36,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SIGNATURES = ["sample_ddim", "sample_ddpm", "sample_trajectory", "serving_default"]
 
 
-def tiny_unet(cls=UNet, **kwargs):
-    return cls(dim=8, dim_mults=(1, 2), attention_levels=(False, True), **kwargs)
-
-
 def tiny_ddpm(unet=None, **kwargs):
-    kwargs = {"ema_decay": EMA_DECAY, "ddim_steps": DDIM_STEPS, "seed": 0, **kwargs}
-    return DDPM(tiny_unet() if unet is None else unet, NoiseSchedule(T), **kwargs)
+    return helpers.tiny_ddpm(unet, **{"ema_decay": EMA_DECAY, "ddim_steps": DDIM_STEPS, "seed": 0, **kwargs})
 
 
 def padded(images):
     """uint8 (N, 28, 28) -> float32 (N, 32, 32, 1) in [-1, 1], padded as the DDPM pipeline does."""
     return preprocess_images(images, value_range="-1_1", pad_to=32).numpy()
-
-
-def weights_of(variables):
-    return [np.array(v.numpy()) for v in variables]
 
 
 def flat(arrays):
@@ -87,7 +79,7 @@ def run(mnist_sample):
     keras.utils.set_random_seed(0)
     x = padded(mnist_sample[0][:8 * BATCH])
     dataset = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
-    unet = tiny_unet(RecordingUNet)
+    unet = tiny_unet(cls=RecordingUNet)
     model = tiny_ddpm(unet)
     rec = {"x_t": tf.Variable(tf.zeros((BATCH, 32, 32, 1))), "t": tf.Variable(tf.zeros((BATCH,), tf.int32)),
            "eps": tf.Variable(tf.zeros((BATCH, 32, 32, 1))),
@@ -381,16 +373,16 @@ def test_unet_that_cannot_halve_the_image_size():
 
 @pytest.fixture(scope="module")
 def reloaded(run, tmp_path_factory):
-    path = tmp_path_factory.mktemp("keras") / "ddpm.keras"
-    run.model.save(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = keras.models.load_model(path)
-    return SimpleNamespace(model=model, warnings=[str(w.message) for w in caught])
+    """run.model saved to .keras and loaded back; assert_keras_round_trip checks the class, the
+    config, that no variable was skipped while loading, and that the loaded model samples the same
+    images (up to float rounding: the two models' compiled steps were traced for different input
+    shapes, which may reorder a few float32 operations)."""
+    root = tmp_path_factory.mktemp("keras")
+    model = assert_keras_round_trip(run.model, root, {"n": 4, "seed": 5, "progress": False}, atol=1e-6)
+    return SimpleNamespace(model=model, path=root / "model.keras")
 
 
 def test_keras_round_trip_restores_the_optimizer(run, reloaded):
-    assert not [w for w in reloaded.warnings if "Skipping variable loading" in w], reloaded.warnings
     original, loaded = run.model.optimizer, reloaded.model.optimizer
     assert int(loaded.iterations.numpy()) == int(original.iterations.numpy()) == 1 + EPOCHS * 8
     assert len(loaded.variables) == len(original.variables)
@@ -407,97 +399,64 @@ def test_keras_round_trip_keeps_weights_ema_and_samples(run, reloaded):
     for a, b in zip(weights_of(model.unet.weights), weights_of(loaded.unet.weights)):
         np.testing.assert_array_equal(a, b)
     assert all(not v.trainable for v in loaded.ema_unet.weights)
-    # Same weights, same images (up to float rounding: the two models' compiled steps were traced
-    # for different input shapes, which may reorder a few float32 operations).
-    np.testing.assert_allclose(loaded.sample(4, seed=5, progress=False), model.sample(4, seed=5, progress=False),
-                               rtol=0, atol=1e-6)
+    # the samples (atol 1e-6) were compared by assert_keras_round_trip in `reloaded`
 
 
 # ----------------------------------------------------------------------------- SavedModel export
 
-# Runs in a fresh interpreter that refuses to import keras_gen: argv = export_dir, out.npz, result.json.
-CHILD = REFUSE_KERAS_GEN + r'''
-
-export_dir, out_path, result_path = sys.argv[1:4]
-loaded = tf.saved_model.load(export_dir)
-sig = loaded.signatures
-
-def call(name, n, seed, **extra):
-    args = {"num_images": tf.constant(n, tf.int32), "seed": tf.constant(seed, tf.int32)}
-    args.update({k: tf.constant(v, tf.int32) for k, v in extra.items()})
-    (output,) = sig[name](**args).values()  # "images" (or "trajectory")
-    return output.numpy()
-
-def error_of(name, n, seed, **extra):
-    try:
-        return "returned images of shape %s" % (call(name, n, seed, **extra).shape,)
-    except tf.errors.InvalidArgumentError:
-        return "InvalidArgumentError"
-    except Exception as exc:
-        return type(exc).__name__
-
-def spec(s):
-    return [s.dtype.name, s.shape.as_list()]
-
-arrays = {"default": call("serving_default", 3, 7), "default_again": call("serving_default", 3, 7),
-          "ddim3": call("sample_ddim", 3, 7, steps=3), "ddim_T": call("sample_ddim", 3, 7, steps=20),
-          "ddim1": call("sample_ddim", 3, 7, steps=1), "ddpm": call("sample_ddpm", 3, 7),
-          "ddpm_seed8": call("sample_ddpm", 3, 8)}
-arrays["trajectory3"] = sig["sample_trajectory"](num_images=tf.constant(3), seed=tf.constant(7),
-                                                 steps=tf.constant(3))["trajectory"].numpy()
-errors = {f"steps={s}": error_of("sample_ddim", 2, 0, steps=s) for s in (0, -1, 21, 999)}
-errors.update({f"trajectory steps={s}": error_of("sample_trajectory", 2, 0, steps=s) for s in (0, 21)})
-errors.update({f"{name} num_images={n}": error_of(name, n, 0, **({"steps": 3} if name == "sample_ddim" else {}))
-               for name in ("serving_default", "sample_ddim", "sample_ddpm") for n in (0, -2)})
-np.savez(out_path, **arrays)
-result = {
-    "keras_gen_in_sys_modules": "keras_gen" in sys.modules,
-    "refused_imports": RefuseKerasGen.attempts,
-    "signatures": sorted(sig),
-    "inputs": {name: {k: spec(v) for k, v in sig[name].structured_input_signature[1].items()} for name in sig},
-    "outputs": {name: {k: spec(v) for k, v in sig[name].structured_outputs.items()} for name in sig},
-    "errors": errors,
+EXPORT_CALLS = {
+    "default": export_call("serving_default", num_images=3, seed=7),
+    "default_again": export_call("serving_default", num_images=3, seed=7),
+    "ddim3": export_call("sample_ddim", num_images=3, seed=7, steps=3),
+    "ddim_T": export_call("sample_ddim", num_images=3, seed=7, steps=T),
+    "ddim1": export_call("sample_ddim", num_images=3, seed=7, steps=1),
+    "ddpm": export_call("sample_ddpm", num_images=3, seed=7),
+    "ddpm_seed8": export_call("sample_ddpm", num_images=3, seed=8),
+    "trajectory3": export_call("sample_trajectory", num_images=3, seed=7, steps=3, output="trajectory"),
 }
-with open(result_path, "w") as f:
-    json.dump(result, f)
-'''
+EXPORT_ERRORS = {
+    **{f"steps={s}": export_call("sample_ddim", num_images=2, seed=0, steps=s) for s in (0, -1, T + 1, 999)},
+    **{f"trajectory steps={s}": export_call("sample_trajectory", num_images=2, seed=0, steps=s) for s in (0, T + 1)},
+    **{f"{name} num_images={n}": export_call(name, num_images=n, seed=0,
+                                             **({"steps": 3} if name == "sample_ddim" else {}))
+       for name in ("serving_default", "sample_ddim", "sample_ddpm") for n in (0, -2)},
+}
 
 
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddpm_export")
-    path = export_saved_model(run.model, root / "saved_model", metadata={"dataset": "mnist"})
-    job = start([sys.executable, "-c", CHILD, str(path), str(root / "out.npz"), str(root / "result.json")],
-                root, "child", cwd=root)  # cwd: the repository is not on the child's path
+    """run.model exported and served by a child process without keras_gen (check_export_in_child),
+    while this process computes the same draws with model.sample."""
     model = run.model
-    expected = {
-        "default": model.sample(3, 7, sampler="ddim", progress=False),
-        "ddim3": model.sample(3, 7, sampler="ddim", steps=3, progress=False),
-        "ddim_T": model.sample(3, 7, sampler="ddim", steps=T, progress=False),
-        "ddim1": model.sample(3, 7, sampler="ddim", steps=1, progress=False),
-        "ddpm": model.sample(3, 7, sampler="ddpm", progress=False),
-        "ddpm_seed8": model.sample(3, 8, sampler="ddpm", progress=False),
-        "trajectory3": np.clip(model.sample(3, 7, sampler="ddim", steps=3, progress=False,
-                                            return_trajectory=True)[1], -1.0, 1.0),
-    }
-    child = finish(job)
-    assert child.rc == 0, explain(child)
-    with np.load(root / "out.npz") as data:
-        arrays = {k: data[k] for k in data.files}
-    return SimpleNamespace(path=path, child=child, result=json.loads((root / "result.json").read_text()),
-                           arrays=arrays, expected=expected)
+
+    def expected():
+        return {
+            "default": model.sample(3, 7, sampler="ddim", progress=False),
+            "ddim3": model.sample(3, 7, sampler="ddim", steps=3, progress=False),
+            "ddim_T": model.sample(3, 7, sampler="ddim", steps=T, progress=False),
+            "ddim1": model.sample(3, 7, sampler="ddim", steps=1, progress=False),
+            "ddpm": model.sample(3, 7, sampler="ddpm", progress=False),
+            "ddpm_seed8": model.sample(3, 8, sampler="ddpm", progress=False),
+            "trajectory3": np.clip(model.sample(3, 7, sampler="ddim", steps=3, progress=False,
+                                                return_trajectory=True)[1], -1.0, 1.0),
+        }
+
+    served = check_export_in_child({"ddpm": model}, EXPORT_CALLS, tmp_path_factory.mktemp("ddpm_export"),
+                                   errors=EXPORT_ERRORS, metadata={"dataset": "mnist"}, while_running=expected)
+    return SimpleNamespace(path=served.paths["ddpm"], result=served.result, export=served.result["exports"]["ddpm"],
+                           arrays=served.arrays, expected=served.expected)
 
 
 def test_export_serves_without_keras_gen(exported):
     assert exported.result["keras_gen_in_sys_modules"] is False
     assert exported.result["refused_imports"] == []
-    assert exported.result["signatures"] == SIGNATURES
+    assert exported.export["signatures"] == SIGNATURES
     seeded = {"num_images": ["int32", []], "seed": ["int32", []]}
     with_steps = {**seeded, "steps": ["int32", []]}
-    assert exported.result["inputs"] == {"serving_default": seeded, "sample_ddpm": seeded,
+    assert exported.export["inputs"] == {"serving_default": seeded, "sample_ddpm": seeded,
                                          "sample_ddim": with_steps, "sample_trajectory": with_steps}
     images = {"images": ["float32", [None, 28, 28, 1]]}
-    assert exported.result["outputs"] == {"serving_default": images, "sample_ddpm": images, "sample_ddim": images,
+    assert exported.export["outputs"] == {"serving_default": images, "sample_ddpm": images, "sample_ddim": images,
                                           "sample_trajectory": {"trajectory": ["float32", [None, None, 32, 32, 1]]}}
 
 
@@ -603,14 +562,14 @@ def test_cli_sample_ddpm_export(cli_runs, name):
     assert "(8 images)" in result.stdout
 
 
-def test_export_command_sets_the_ddim_eta(run, tmp_path, capsys):
+def test_export_command_sets_the_ddim_eta(run, reloaded, tmp_path, capsys):
     from keras_gen.cli import main
 
-    run.model.save(tmp_path / "model.keras")
-    assert main(["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "bad"), "--ddim-eta", "2"]) == 2
+    keras_file = str(reloaded.path)  # run.model, saved by the round-trip fixture
+    assert main(["export", keras_file, "--out", str(tmp_path / "bad"), "--ddim-eta", "2"]) == 2
     assert "ddim_eta must be a number in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
-    assert main(["export", str(tmp_path / "model.keras"), "--out", str(tmp_path / "eta1"), "--ddim-eta", "1"]) == 0
+    assert main(["export", keras_file, "--out", str(tmp_path / "eta1"), "--ddim-eta", "1"]) == 0
     assert read_export_info(tmp_path / "eta1")["config"]["ddim_eta"] == 1.0
     served = tf.saved_model.load(str(tmp_path / "eta1")).signatures["serving_default"](
         num_images=tf.constant(3), seed=tf.constant(7))["images"].numpy()

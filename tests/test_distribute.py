@@ -1,5 +1,7 @@
-"""Training under tf.distribute: MirroredStrategy over two logical CPU devices, and a real
-two-process MultiWorkerMirroredStrategy cluster on 127.0.0.1.
+"""Training under tf.distribute: MirroredStrategy over two logical CPU devices (Adam through the
+training code's models, and plain SGD steps compared to one device's to float rounding, which a
+wrong replica loss scale fails), and a real two-process MultiWorkerMirroredStrategy cluster on
+127.0.0.1.
 
 Both run in child processes: logical devices and the collective runtime must be configured before
 TensorFlow initialises, which the test process itself has long done.
@@ -18,6 +20,7 @@ import pytest
 from subprocess_jobs import explain, run_all
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
+SAMPLE = Path(__file__).parent / "data" / "mnist_sample.npz"  # the committed real MNIST sample
 
 # Trains each model 3 steps on the same real MNIST batch twice from the same initial weights:
 # on one device, and mirrored over 2 logical CPUs (the global batch of 32 split 16 + 16).
@@ -57,12 +60,23 @@ json.dump(out, open(sys.argv[1], "w"))
 
 
 @pytest.fixture(scope="module")
-def mirrored(tmp_path_factory):
+def children(request, tmp_path_factory):
+    """MIRRORED_CHILD and SGD_CHILD, run side by side (those that the selected tests use):
+    ({name: result}, their folder)."""
     root = tmp_path_factory.mktemp("mirrored")
-    result = run_all({"mirrored": [sys.executable, "-c", MIRRORED_CHILD, str(root / "out.json")]}, root, root)
-    run = result["mirrored"]
-    assert run.rc == 0, explain(run)
-    return json.loads((root / "out.json").read_text())
+    commands = {"mirrored": [sys.executable, "-c", MIRRORED_CHILD, str(root / "mirrored.json")],
+                "sgd": [sys.executable, "-c", SGD_CHILD, str(SAMPLE), str(root / "sgd.json"), str(STEPS),
+                        json.dumps(SGD_RATES)]}
+    used = {name for item in request.session.items if item.module is request.module
+            for name, fixture in (("mirrored", "mirrored"), ("sgd", "sgd_runs")) if fixture in item.fixturenames}
+    return run_all({name: cmd for name, cmd in commands.items() if name in used}, root, root), root
+
+
+@pytest.fixture(scope="module")
+def mirrored(children):
+    results, root = children
+    assert results["mirrored"].rc == 0, explain(results["mirrored"])
+    return json.loads((root / "mirrored.json").read_text())
 
 
 @pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
@@ -71,12 +85,156 @@ def test_mirrored_training_on_two_cpu_devices_matches_one_device(mirrored, kind)
     assert default["replicas"] == 1 and mirror["replicas"] == 2
     assert mirror["replicas_equal"]
     # Same weights, same batch: the losses agree up to the random draws (noise, t, z), which each
-    # replica makes for its half of the batch, so they differ a little from one device's.
+    # replica makes for its half of the batch, so they differ a little from one device's. (Adam
+    # does not see a constant gradient scale: the replicas' loss scale is checked with SGD below.)
     for key, value in default["loss"].items():
         assert np.isfinite(mirror["loss"][key])
         assert mirror["loss"][key] == pytest.approx(value, rel=0.15), key
     a, b = np.asarray(default["weights"][0]), np.asarray(mirror["weights"][0])
     assert np.abs(a - b).max() < 0.05 * max(1.0, np.abs(a).max())
+
+
+# Trains each model STEPS plain-SGD steps on one real MNIST batch of 32, twice from the same
+# initial weights: on one device, and mirrored over 2 logical CPUs (16 + 16). Every random draw of
+# the training steps (the VAE's eps, the DCGAN's z, the DDPM's t and noise) is replaced by a fixed
+# table that depends on a draw's row only modulo 16, the per-replica batch: each replica then
+# draws exactly the rows one device draws for its half of the batch, and the DCGAN generator's
+# BatchNormalization (per-replica statistics under MirroredStrategy) sees the same statistics on
+# a replica's 16 fakes as on one device's 32 (its batch is the 16 twice). So both runs compute
+# the same gradients up to float reduction order, and SGD (unlike Adam, which a constant gradient
+# scale leaves unchanged) moves the weights by learning rate x gradient: summing the replicas'
+# gradients instead of averaging them doubles every update.
+STEPS = 3
+SGD_RATES = {"vae": 1e-3, "dcgan": 0.05, "ddpm": 0.01}
+SGD_CHILD = r'''
+import json, sys
+from keras_gen.distribute import split_cpu
+split_cpu(2)
+import keras, numpy as np, tensorflow as tf
+from keras_gen.data import preprocess_images
+from keras_gen.distribute import make_strategy
+from keras_gen.models import DCGAN, VAE
+from keras_gen.models.ddpm import build_ddpm
+from keras_gen.presets import get_preset
+
+sample_path, out_path, steps, rates = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+with np.load(sample_path) as data:
+    images = data["images"][:32]
+PERIOD = 16  # the per-replica batch
+
+def table(rows, per_row, salt):
+    """(rows, per_row) values that repeat every PERIOD rows."""
+    values = tf.random.stateless_normal([PERIOD, per_row], seed=[salt, per_row])
+    return tf.tile(values, [(rows + PERIOD - 1) // PERIOD, 1])[:rows]
+
+def fixed_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
+    rows, rest = shape[0], [int(d) for d in shape[1:]]
+    values = table(rows, int(np.prod(rest)), 1)
+    return tf.cast(mean + stddev * tf.reshape(values, [rows, *rest]), dtype or "float32")
+
+def fixed_randint(shape, minval, maxval, dtype="int32", seed=None):
+    assert len(shape) == 1, shape
+    rows = tf.range(shape[0]) % PERIOD
+    return tf.cast(minval + (7 * rows + 3) % (maxval - minval), dtype)
+
+def build(kind):
+    if kind == "vae":
+        model = VAE(latent_dim=2, seed=0)
+        model.compile(optimizer=keras.optimizers.SGD(rates[kind]), jit_compile=False)
+        model.optimizer.build(model.trainable_variables)
+    elif kind == "dcgan":
+        model = DCGAN(latent_dim=8, seed=0)
+        model.compile(d_optimizer=keras.optimizers.SGD(rates[kind]), g_optimizer=keras.optimizers.SGD(rates[kind]),
+                      jit_compile=False)
+        model.d_optimizer.build(model.discriminator.trainable_variables)
+        model.g_optimizer.build(model.generator.trainable_variables)
+    else:
+        model = build_ddpm(get_preset("ddpm", "tiny"))
+        model.compile(optimizer=keras.optimizers.SGD(rates[kind]), jit_compile=False)
+        model.optimizer.build(model.trainable_variables)
+    return model
+
+batches = {"vae": preprocess_images(images, binarize=True), "dcgan": preprocess_images(images, value_range="-1_1"),
+           "ddpm": preprocess_images(images, value_range="-1_1", pad_to=32)}
+random_normal, random_randint = keras.random.normal, keras.random.randint
+arrays, out = {}, {}
+for kind, batch in batches.items():
+    initial = None
+    for name in ("default", "mirrored"):
+        strategy = make_strategy(name)
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = build(kind)
+            if initial is None:
+                initial = model.get_weights()
+            model.set_weights(initial)
+        before = [np.array(v.numpy()) for v in model.trainable_variables]
+        keras.random.normal, keras.random.randint = fixed_normal, fixed_randint
+        try:
+            history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(steps), epochs=1, verbose=0,
+                                shuffle=False)
+        finally:
+            keras.random.normal, keras.random.randint = random_normal, random_randint
+        for i, (v, b) in enumerate(zip(model.trainable_variables, before)):
+            arrays[f"{kind}/{name}/before/{i}"] = b
+            arrays[f"{kind}/{name}/after/{i}"] = np.array(v.numpy())
+            if name == "mirrored":  # every replica holds the same values after the updates
+                values = [np.asarray(r) for r in strategy.experimental_local_results(v.value)]
+                assert len(values) == 2 and all(np.array_equal(values[0], r) for r in values), v.path
+        out[f"{kind}/{name}"] = {"replicas": strategy.num_replicas_in_sync, "variables": len(before),
+                                 "loss": {k: float(v[-1]) for k, v in history.history.items() if "loss" in k}}
+np.savez(out_path + ".npz", **arrays)
+json.dump(out, open(out_path, "w"))
+'''
+
+
+@pytest.fixture(scope="module")
+def sgd_runs(children):
+    results, root = children
+    assert results["sgd"].rc == 0, explain(results["sgd"])
+    with np.load(root / "sgd.json.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    return json.loads((root / "sgd.json").read_text()), arrays
+
+
+@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
+def test_mirrored_sgd_steps_match_one_device(sgd_runs, kind):
+    """After STEPS SGD steps on the same global batch (fixed draws: see SGD_CHILD) every trained
+    variable has moved by the same amount under MirroredStrategy as on one device.
+
+    Tolerance, per variable: |update_mirrored - update_one_device| <= 1e-3 x max |update_one_device|
+    + 1e-4 x the model's median update (the max of each variable's, median over the variables)
+    + 4 float32 ulps of the variable's largest weight. The two
+    runs differ only in float reduction order (a mean over 32 rows vs two means over 16, added up):
+    measured, at most 1 ulp of the weights where an update is only some thousand ulps (the ulp
+    term), else below 7e-5 of the update. The second term covers the biases just before a
+    normalization (BatchNorm in the DCGAN generator, GroupNorm in the U-Net): the normalization
+    cancels them, so their gradient is zero up to rounding and their "update" is rounding noise
+    (measured: below 5e-6 of the median update). Summing the replicas' gradients instead of
+    averaging them doubles the first update: an error of about 1 x the update, 1000 times the
+    first term."""
+    info, arrays = sgd_runs
+    default, mirror = info[f"{kind}/default"], info[f"{kind}/mirrored"]
+    assert default["replicas"] == 1 and mirror["replicas"] == 2
+    n = default["variables"]
+    assert mirror["variables"] == n > 0
+    start = [arrays[f"{kind}/default/before/{i}"] for i in range(n)]
+    one = [arrays[f"{kind}/default/after/{i}"] - start[i] for i in range(n)]
+    two = [arrays[f"{kind}/mirrored/after/{i}"] - start[i] for i in range(n)]
+    floor = 1e-4 * np.median([np.abs(u).max() for u in one])
+    unmoved = [i for i in range(n) if np.abs(one[i]).max() <= floor]
+    assert len(unmoved) <= n // 5 and all(start[i].ndim == 1 for i in unmoved), unmoved  # a few biases only
+    # the learning rate moves the weights visibly: some kernel by over 1 % of its largest weight
+    assert max(np.abs(u).max() / np.abs(w).max() for u, w in zip(one, start) if w.ndim > 1) > 0.01
+    for i in range(n):
+        np.testing.assert_array_equal(arrays[f"{kind}/mirrored/before/{i}"], start[i])  # same initial weights
+        ulp = np.spacing(np.abs(start[i]).max().astype(np.float32))
+        atol = 1e-3 * np.abs(one[i]).max() + floor + 4 * ulp
+        np.testing.assert_allclose(two[i], one[i], rtol=0, atol=atol,
+                                   err_msg=f"{kind} variable {i} {start[i].shape}: mirrored update vs one device")
+    for key, value in default["loss"].items():  # the logged losses (mean over the steps and replicas)
+        assert np.isfinite(value)
+        assert mirror["loss"][key] == pytest.approx(value, rel=1e-4), key
 
 
 def free_ports(n):

@@ -21,59 +21,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from subprocess_jobs import REFUSE_KERAS_GEN, explain, run_all
+from helpers import check_export_in_child, export_call, tiny_dcgan, tiny_vae
 from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.models.dcgan import DCGAN
 from keras_gen.models.serving import MAX_IMAGES
 from keras_gen.models.vae import VAE
+from subprocess_jobs import explain, run_all
 
 KINDS = ("vae", "dcgan")
 LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-# Runs in a fresh interpreter: argv = export_dir, z.npy, out.npz, result.json, z signature, MAX_IMAGES.
-CHILD = REFUSE_KERAS_GEN + r'''
-
-export_dir, z_path, out_path, result_path, z_signature, max_images = sys.argv[1:7]
-loaded = tf.saved_model.load(export_dir)
-serve = loaded.signatures["serving_default"]
-
-def images(n, seed):
-    out = serve(num_images=tf.constant(n, tf.int32), seed=tf.constant(seed, tf.int32))
-    return out["images"].numpy()
-
-def spec(s):
-    return [s.dtype.name, s.shape.as_list()]
-
-arrays = {"seed7": images(5, 7), "seed7_again": images(5, 7), "seed8": images(5, 8),
-          "one": images(1, 7)}
-latent = loaded.signatures[z_signature]
-arrays["from_z"] = latent(z=tf.constant(np.load(z_path)))["images"].numpy()
-
-errors = {}
-for n in (0, -3, int(max_images) + 1, 1000000):  # 10**6: the check must come before any work
-    try:
-        errors[str(n)] = "returned images of shape %s" % (images(n, 0).shape,)
-    except tf.errors.InvalidArgumentError:
-        errors[str(n)] = "InvalidArgumentError"
-    except Exception as exc:
-        errors[str(n)] = type(exc).__name__
-
-np.savez(out_path, **arrays)
-result = {
-    "keras_gen_in_sys_modules": "keras_gen" in sys.modules,
-    "refused_imports": RefuseKerasGen.attempts,
-    "signatures": sorted(loaded.signatures),
-    "serving_inputs": {k: spec(v) for k, v in serve.structured_input_signature[1].items()},
-    "serving_outputs": {k: spec(v) for k, v in serve.structured_outputs.items()},
-    "latent_inputs": {k: spec(v) for k, v in latent.structured_input_signature[1].items()},
-    "errors": errors,
-}
-with open(result_path, "w") as f:
-    json.dump(result, f)
-assert "keras_gen" not in sys.modules, "the export pulled in keras_gen"
-'''
-
 
 def saved_model_cli_path():
     path = Path(sys.executable).parent / "saved_model_cli"
@@ -91,41 +48,62 @@ def tree_digest(path: Path):
 # ----------------------------------------------------------------------------- exported tiny models
 
 
+def served_calls(kind, z):
+    """What the export child asks of each export: serving_default draws (two of them the same),
+    the latent signature on given codes, and out-of-range num_images (10**6: the check must come
+    before any work)."""
+    calls = {f"{kind}/{name}": export_call("serving_default", export=kind, output="images", num_images=n, seed=seed)
+             for name, n, seed in (("seed7", 5, 7), ("seed7_again", 5, 7), ("seed8", 5, 8), ("one", 1, 7))}
+    calls[f"{kind}/from_z"] = export_call(LATENT_SIGNATURE[kind], export=kind, output="images", z=z)
+    errors = {f"{kind}/{n}": export_call("serving_default", export=kind, output="images", num_images=n, seed=0)
+              for n in (0, -3, MAX_IMAGES + 1, 1000000)}
+    return calls, errors
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory, tiny_vae_run, tiny_dcgan_run):
-    """Both tiny trained models exported, each checked by one child process and saved_model_cli."""
+    """Both tiny trained models exported and served by one child process without keras_gen,
+    while saved_model_cli lists each export."""
     root = tmp_path_factory.mktemp("exports")
     models = {"vae": tiny_vae_run.model, "dcgan": tiny_dcgan_run.model}
-    info, commands = {}, {}
-    for kind, model in models.items():
-        path = export_saved_model(model, root / kind / "saved_model",
-                                  metadata={"dataset": "mnist", "training": {"steps": 12}})
-        z = np.random.default_rng(3).normal(size=(4, model.latent_dim)).astype("float32")
-        np.save(root / f"{kind}_z.npy", z)
-        latent_fn = model.decode if kind == "vae" else model.generate
-        expected = {"seed7": np.asarray(model.sample(5, 7)), "seed8": np.asarray(model.sample(5, 8)),
-                    "from_z": np.asarray(latent_fn(z))}
-        info[kind] = SimpleNamespace(model=model, path=path, expected=expected,
-                                     npz=root / f"{kind}_out.npz", json=root / f"{kind}_result.json")
-        commands[f"{kind}_child"] = [sys.executable, "-c", CHILD, str(path), str(root / f"{kind}_z.npy"),
-                                     str(info[kind].npz), str(info[kind].json),
-                                     LATENT_SIGNATURE[kind], str(MAX_IMAGES)]
-        commands[f"{kind}_cli"] = [saved_model_cli_path(), "show", "--dir", str(path), "--all"]
-    results = run_all(commands, root, cwd=root)  # cwd: the repository is not on the child's path
+    paths = {kind: export_saved_model(model, root / kind / "saved_model",
+                                      metadata={"dataset": "mnist", "training": {"steps": 12}})
+             for kind, model in models.items()}
+    z = {kind: np.random.default_rng(3).normal(size=(4, model.latent_dim)).astype("float32")
+         for kind, model in models.items()}
+    calls, errors = {}, {}
     for kind in KINDS:
-        info[kind].child = results[f"{kind}_child"]
-        info[kind].cli = results[f"{kind}_cli"]
-        if info[kind].child.rc == 0:
-            info[kind].result = json.loads(info[kind].json.read_text())
-            with np.load(info[kind].npz) as data:
-                info[kind].arrays = {k: data[k] for k in data.files}
+        kind_calls, kind_errors = served_calls(kind, z[kind])
+        calls.update(kind_calls)
+        errors.update(kind_errors)
+
+    def expected():
+        out = {}
+        for kind, model in models.items():
+            latent_fn = model.decode if kind == "vae" else model.generate
+            out[kind] = {"seed7": np.asarray(model.sample(5, 7)), "seed8": np.asarray(model.sample(5, 8)),
+                         "from_z": np.asarray(latent_fn(z[kind]))}
+        return out
+
+    cli = {f"{kind}_cli": [saved_model_cli_path(), "show", "--dir", str(path), "--all"]
+           for kind, path in paths.items()}
+    served = check_export_in_child(paths, calls, root, errors=errors, while_running=expected, alongside=cli)
+    info = {}
+    for kind in KINDS:
+        prefix = f"{kind}/"
+        info[kind] = SimpleNamespace(
+            model=models[kind], path=paths[kind], expected=served.expected[kind], cli=served.alongside[f"{kind}_cli"],
+            result={"keras_gen_in_sys_modules": served.result["keras_gen_in_sys_modules"],
+                    "refused_imports": served.result["refused_imports"], **served.result["exports"][kind],
+                    "errors": {k.removeprefix(prefix): v for k, v in served.result["errors"].items()
+                               if k.startswith(prefix)}},
+            arrays={k.removeprefix(prefix): v for k, v in served.arrays.items() if k.startswith(prefix)})
     return info
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_export_serves_without_keras_gen(exports, kind):
     run = exports[kind]
-    assert run.child.rc == 0, explain(run.child)
     assert run.result["keras_gen_in_sys_modules"] is False
     assert run.result["refused_imports"] == []
     assert run.result["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
@@ -144,8 +122,8 @@ def test_serving_default_matches_model_sample(exports, kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_serving_default_output_contract(exports, kind):
     run = exports[kind]
-    assert run.result["serving_inputs"] == {"num_images": ["int32", []], "seed": ["int32", []]}
-    assert run.result["serving_outputs"] == {"images": ["float32", [None, 28, 28, 1]]}
+    assert run.result["inputs"]["serving_default"] == {"num_images": ["int32", []], "seed": ["int32", []]}
+    assert run.result["outputs"]["serving_default"] == {"images": ["float32", [None, 28, 28, 1]]}
     for name in ("seed7", "seed8", "one"):
         images = run.arrays[name]
         assert images.dtype == np.float32
@@ -158,7 +136,7 @@ def test_serving_default_output_contract(exports, kind):
 def test_latent_signature_matches_model(exports, kind):
     """VAE `decode` = model.decode(z); DCGAN `generate` = model.generate(z) (images in [0, 1])."""
     run = exports[kind]
-    assert run.result["latent_inputs"] == {"z": ["float32", [None, run.model.latent_dim]]}
+    assert run.result["inputs"][LATENT_SIGNATURE[kind]] == {"z": ["float32", [None, run.model.latent_dim]]}
     got = run.arrays["from_z"]
     assert got.dtype == np.float32 and got.shape == (4, 28, 28, 1)
     np.testing.assert_allclose(got, run.expected["from_z"], rtol=0, atol=1e-6)
@@ -217,7 +195,7 @@ def test_assets_describe_the_model(exports, kind):
 
 def fresh_model(kind, seed):
     keras.utils.set_random_seed(seed)  # different initial weights per seed
-    return VAE(latent_dim=2, seed=0) if kind == "vae" else DCGAN(latent_dim=8, seed=0)
+    return tiny_vae() if kind == "vae" else tiny_dcgan()
 
 
 def served(path, n=3, seed=5):
