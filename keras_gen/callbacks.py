@@ -42,15 +42,16 @@ class SampleGrid(keras.callbacks.Callback):
 
 class EpochSnapshots(keras.callbacks.Callback):
     """The whole model as ``<directory>/epoch_XXX.keras`` after each epoch, written atomically
-    (the curves of benchmarks/fid_vs_wallclock.py are drawn from these)."""
+    (the curves of benchmarks/fid_vs_wallclock.py are drawn from these). ``model``: what to save
+    instead of the model being fitted (e.g. a distillation round's student)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, model=None):
         super().__init__()
-        self.directory = Path(directory)
+        self.directory, self.saved_model = Path(directory), model
 
     def on_epoch_end(self, epoch, logs=None):
         self.directory.mkdir(parents=True, exist_ok=True)
-        save_keras_atomically(self.model, self.directory / f"epoch_{epoch + 1:03d}.keras")
+        save_keras_atomically(self.saved_model or self.model, self.directory / f"epoch_{epoch + 1:03d}.keras")
 
 
 class WallClock(keras.callbacks.Callback):

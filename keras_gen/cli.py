@@ -46,6 +46,7 @@ MAX_SEED = 2**31 - 1  # keras_gen.diffusion.samplers.MAX_SEED (not imported: it 
 positive_int = _checked(int, "an integer", lambda v: v > 0, "a positive integer")
 positive_float = _checked(float, "a number", lambda v: math.isfinite(v) and v > 0, "a finite positive number")
 finite_float = _checked(float, "a number", math.isfinite, "a finite number")
+count_int = _checked(int, "an integer", lambda v: v >= 0, "0 or a positive integer")
 seed_int = _checked(int, "an integer", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
 
 
@@ -98,7 +99,7 @@ def cmd_train(args):
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
-                  "loop", "timesteps", "num_classes")}
+                  "loop", "timesteps", "num_classes", "prediction", "schedule")}
     if args.mixed_precision:
         overrides["precision"] = "mixed"
     given = sorted(k for k, v in overrides.items() if v is not None)
@@ -139,6 +140,24 @@ def cmd_export(args):
     from keras_gen.export import export_keras_file
     path = export_keras_file(args.path, args.out, ddim_eta=args.ddim_eta, overwrite=args.force)
     print(f"exported {args.path} -> {path}")
+
+
+def cmd_distill(args):
+    from keras_gen.distill import distill
+    overrides = {k: getattr(args, k) for k in ("epochs", "limit", "batch_size", "learning_rate", "dataset", "seed")
+                 if getattr(args, k) is not None}
+    if args.resume and (overrides or args.from_steps or args.preset or args.teacher):
+        raise CLIError("--resume continues the distillation with the settings it was started with; drop "
+                       "the teacher and the other options")
+    if not args.resume and not args.teacher:
+        raise CLIError("distill needs a TEACHER (a DDPM export, .keras file or run folder), or --resume")
+    record = distill(args.teacher, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
+                     preset=args.preset or "cpu", resume=args.resume, fid_n=args.fid_n, verbose=args.verbose,
+                     checkpoint_every=args.checkpoint_every, **overrides)
+    print(f"distillation in {args.out}:")
+    for r in record["records"]:
+        fid = "" if r.get("fid") is None else f"  FID {r['fid']:.1f} (n={r['n']})"
+        print(f"  {r['model']:8s} {r['steps']:4d} steps{fid}")
 
 
 # ------------------------------------------------------------------------------------- evaluate
@@ -260,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", action="store_true",
                        help="mixed_float16 on a GPU, mixed_bfloat16 on a CPU with bf16 instructions")
     train.add_argument("--timesteps", type=positive_int, help="DDPM: diffusion steps T")
+    train.add_argument("--prediction", choices=["eps", "x0", "v"],
+                       help="DDPM: what the U-Net predicts (default eps, the article's; v: Salimans & Ho 2022)")
+    train.add_argument("--schedule", choices=["linear", "cosine"], help="DDPM: the noise schedule")
     train.add_argument("--num-classes", type=positive_int,
                        help="train a class-conditional model on (image, label) batches (10 for MNIST)")
     train.add_argument("--loop", choices=["fit", "alternating"],
@@ -276,6 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras fit verbosity: 1 = progress bar (default), 2 = a line per epoch")
     train.set_defaults(func=cmd_train)
+
+    distill = sub.add_parser("distill", help="progressive distillation of a DDPM into few-step students")
+    distill.add_argument("teacher", nargs="?",
+                         help="a DDPM export (e.g. saved_models/ddpm), .keras file or run folder (not with --resume)")
+    distill.add_argument("--out", required=True, help="the distillation's folder: one run folder per round")
+    distill.add_argument("--to-steps", type=positive_int, default=1, help="the last student's steps (default 1)")
+    distill.add_argument("--from-steps", type=positive_int,
+                         help="the first teacher's DDIM steps (default: the preset's, 64 for cpu)")
+    distill.add_argument("--preset", help="cpu | tiny: settings of every round (default cpu)")
+    distill.add_argument("--epochs", type=positive_int, help="epochs per round")
+    distill.add_argument("--limit", type=positive_int, help="training images per epoch")
+    distill.add_argument("--batch-size", type=positive_int)
+    distill.add_argument("--learning-rate", type=positive_float)
+    distill.add_argument("--dataset", choices=["mnist", "fashion_mnist"], help="the teacher's dataset")
+    distill.add_argument("--seed", type=seed_int)
+    distill.add_argument("--fid-n", type=count_int, default=1000,
+                         help="samples per classifier-FID measurement after each round (0: none; default 1000)")
+    distill.add_argument("--resume", action="store_true", help="continue the distillation in --out")
+    distill.add_argument("--checkpoint-every", type=positive_int, default=500)
+    distill.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    distill.set_defaults(func=cmd_distill)
 
     sample = sub.add_parser("sample", help="draw a grid of samples from an export or .keras file")
     sample.add_argument("path", help="exported SavedModel directory or .keras file")
@@ -308,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 25, 50, 100],
                           help="DDIM step counts for DDPM models (besides full DDPM)")
     evaluate.add_argument("--ddpm-full-n", type=positive_int,
-                          help="samples for the full-step DDPM rows (default --n; T passes each)")
+                          help="samples for the full-step DDPM rows (default min(--n, 100): T passes each)")
     evaluate.add_argument("--no-ddpm-full", action="store_true",
                           help="evaluate DDPMs with the DDIM step counts only")
     evaluate.add_argument("--record", action="store_true",

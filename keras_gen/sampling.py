@@ -49,6 +49,40 @@ def load_keras_model(path):
     return model
 
 
+def model_from_export(path):
+    """The Keras model of a keras_gen export: rebuilt from the config in its assets, with the
+    exported weights (e.g. to distill or fine-tune a shipped model that has no ``.keras`` file).
+
+    An export holds only what its signatures use: a DDPM's EMA U-Net, not the raw one, which keeps
+    its initial weights (sampling and distillation read the EMA). The result is checked: its ``serving_default`` must draw the
+    export's images for seed 0, else ValueError.
+    """
+    import keras
+    import tensorflow as tf
+
+    from keras_gen.export import read_export_info
+    from keras_gen.export_weights import copy_export_weights
+    from keras_gen.models.kinds import model_kinds
+
+    info = read_export_info(path)
+    model_kinds()
+    classes = [c for c in keras.saving.get_custom_objects().values()
+               if isinstance(c, type) and getattr(c, "kind", None) == info["kind"] and hasattr(c, "from_config")]
+    if not classes:
+        raise ValueError(f"{path}: no model class of kind {info['kind']!r} is registered")
+    model = classes[0].from_config(info["config"])
+    copy_export_weights(model, path)
+    loaded = tf.saved_model.load(str(path))
+    args = dict(num_images=tf.constant(2), seed=tf.constant(0))
+    expected = loaded.signatures["serving_default"](**args)["images"].numpy()
+    fn, signature = model.serving_endpoints()["serving_default"]
+    got = tf.function(fn, input_signature=signature, autograph=False)(**args)["images"].numpy()
+    if not np.allclose(got, expected, atol=1e-3):
+        raise ValueError(f"{path}: the rebuilt model does not reproduce the export's images "
+                         f"(max difference {np.abs(got - expected).max():.3g})")
+    return model
+
+
 class Sampler:
     """Draws images from one model file with its kind's option checks (see the module docstring).
 

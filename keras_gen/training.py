@@ -192,6 +192,7 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
         print(f"resuming {out} at epoch {state['epoch'] + 1}, step {state['step_in_epoch']} of "
               f"{config['steps_per_epoch']} (global step {state['global_step']})")
     state["config"] = config
+    servable = model_kind.servable(model)
     clock = WallClock(offset=state["wall_seconds"])
     checkpoint = ResumableCheckpoint(store, config["steps_per_epoch"], every_steps=checkpoint_every,
                                      state=state, history_csv=run.history_csv, clock=clock.elapsed,
@@ -199,8 +200,8 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
                                      extra_state=(lambda: trainer.host_state) if trainer else None)
     # Order matters: the NaN guard first, the per-epoch files next, the epoch's resume state last
     # (a kill between them redoes the epoch's end instead of losing its files).
-    callbacks = [clock, StopOnNonFinite(store, checkpoint.position), EpochSnapshots(run.checkpoints_dir),
-                 SampleGrid(lambda n, seed: model.sample(n, seed), run.samples_dir, draw_initial=not resume),
+    callbacks = [clock, StopOnNonFinite(store, checkpoint.position), EpochSnapshots(run.checkpoints_dir, servable),
+                 SampleGrid(lambda n, seed: servable.sample(n, seed), run.samples_dir, draw_initial=not resume),
                  checkpoint]
     for phase in plan_phases(config["epochs"], config["steps_per_epoch"], state["epoch"], state["step_in_epoch"]):
         dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
@@ -217,18 +218,18 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
 
     loss_keys = {k: v for k, v in history.items() if "loss" in k}
     loss_curves(loss_keys, run.loss_curve, title=f"{kind} training losses")
-    image_grid(model.sample(64, 0), run.samples_png, title=f"{kind}: 64 samples")
+    image_grid(servable.sample(64, 0), run.samples_png, title=f"{kind}: 64 samples")
     figures = [str(p) for p in model_kind.figures(model, config, out)]
     if config.get("num_classes"):
-        figures.append(str(class_grid(model, config["num_classes"], run.class_grid)))
-    save_keras_atomically(model, run.model_keras)
+        figures.append(str(class_grid(servable, config["num_classes"], run.class_grid)))
+    save_keras_atomically(servable, run.model_keras)
     final_metrics = {k: float(v[-1]) for k, v in history.items()}
     metadata = {"dataset": config["dataset"], "preset": config["preset"], "train_config": config,
                 "training": {"epochs": config["epochs"], "steps": steps,
                              "wall_seconds": round(wall, 1), "final_metrics": final_metrics,
                              "resumes": state.get("resumes", 0)},
                 "machine": machine_info()}
-    export_saved_model(model, run.saved_model, metadata=metadata, overwrite=True)
+    export_saved_model(servable, run.saved_model, metadata=metadata, overwrite=True)
     store.save(training_variables(model, extra_optimizers),
                {**checkpoint.state, "finished": True, "wall_seconds": wall})
     summary = {"kind": kind, **metadata,

@@ -459,6 +459,8 @@ def test_sample_class_export_round_trip(trained, exported, kind):
         assert result["errors"][kind + "_codes"] == "InvalidArgumentError"
     info = read_export_info(exported.paths[kind])
     assert info["num_classes"] == C and "sample_class" in info["signatures"]
+    # network evaluations per sample of serving_default: guidance doubles the DDPM's batch
+    assert info["network_passes"] == (2 * DDIM_STEPS if kind == "ddpm" else 1)
 
 
 def test_load_sampler_label_options(exported):

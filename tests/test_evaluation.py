@@ -307,8 +307,9 @@ def test_classifier_fid_separates_real_from_noise(mnist_sample):
     assert real < 20 < 100 < noise
 
 
-def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path):
-    """ddpm_full_n: the T-step rows get fewer samples (and one timed run); DDIM rows keep n."""
+def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path, capsys):
+    """ddpm_full_n: the T-step rows get fewer samples (timed by their quality sampling, not run
+    again); DDIM rows keep n; the plan with estimated times is printed before any sampling."""
     from keras_gen import export_saved_model
     from keras_gen.models.ddpm import build_ddpm
     from keras_gen.presets import get_preset
@@ -317,11 +318,17 @@ def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path):
     model.sample(1, 0, progress=False)  # builds the U-Net and the EMA copy
     export = export_saved_model(model, tmp_path / "ddpm_tiny", metadata={"dataset": "mnist"})
     report = evaluate_paths([export], n=12, ddim_steps=(5,), ddpm_full_n=6, batch_size=8, n_real=500,
-                            speed_repeats=2, kid_subsets=3, references=False, verbose=False)
+                            speed_repeats=2, kid_subsets=3, references=False, verbose=True)
+    out = capsys.readouterr().out
+    plan = out[out.index("[evaluate] plan"):]
+    assert plan.index("DDPM 20") < plan.index("DDIM 5") < plan.index("total sampling") < plan.index("FID")
+    assert "n=6" in plan and "NFE 20" in plan and " min" in plan
     full, ddim = report["rows"]
     assert (full["sampler"], full["n"], sum(full["histogram"])) == ("ddpm", 6, 6)
     assert (ddim["sampler"], ddim["n"], sum(ddim["histogram"])) == ("ddim", 12, 12)
-    assert len(full["speed"]["seconds"]) == 1 and len(ddim["speed"]["seconds"]) == 2
+    assert full["speed"]["from"] == "quality sampling" and len(ddim["speed"]["seconds"]) == 2
+    assert full["samples_per_s"] == pytest.approx(6 / full["sampling_seconds"])
+    assert any("full-chain rows use n=6" in note for note in report["notes"])
     assert full["nfe_per_sample"] == 20 and report["ddpm_full_n"] == 6
     with pytest.raises(ValueError, match="ddpm_full_n"):
         evaluate_paths([export], n=12, ddpm_full_n=2, verbose=False)

@@ -184,6 +184,7 @@ def test_assets_describe_the_model(exports, kind):
     assert info["config"] == json.loads(json.dumps(run.model.get_config(), default=str))
     assert info["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
     assert info["dataset"] == "mnist" and info["training"] == {"steps": 12}  # metadata kept
+    assert info["network_passes"] == 1  # one generator / decoder pass per sample
     assert read_export_info(run.path) == info
     # the rebuilt model from the recorded config has the same architecture
     rebuilt = {"vae": VAE, "dcgan": DCGAN}[kind].from_config(info["config"])

@@ -29,6 +29,10 @@ from keras_gen.evaluation.speed import measure_sampling_speed
 
 DEFAULT_DDIM_STEPS = (10, 25, 50, 100)
 DEFAULT_BATCH_SIZE = 500
+# Samples of the slow rows (a DDPM's full T-step chain: T network passes each) unless told otherwise:
+# 100 samples of the shipped DDPM's 1000 steps take ~12 min on 2 cores; n of them would take hours.
+DEFAULT_FULL_CHAIN_N = 100
+PROBE_N = 8  # samples of the one timed batch per model that the time estimate is made from
 
 
 # ------------------------------------------------------------------------------ scoring images
@@ -91,6 +95,27 @@ def _plan(name: str, kind, info: dict, ddim_steps, ddpm_full: bool = True,
     return plan, [f"{name}: {note}" for note in notes]
 
 
+def _probe_seconds_per_pass(fn, info) -> float:
+    """Seconds per sample and network pass of ``fn``'s default call, from the faster of two timed
+    batches of PROBE_N (the first one also traces)."""
+    seconds = []
+    for i in range(2):
+        start = time.perf_counter()
+        np.asarray(fn(PROBE_N, i))
+        seconds.append(time.perf_counter() - start)
+    return min(seconds) / (PROBE_N * max(1, fn.kind.network_passes(info, {})))
+
+
+def _print_plan(log, planned):
+    """The sampling runs with their estimated minutes, before any of them starts."""
+    total = 0.0
+    log("[evaluate] plan (estimates from one timed batch per model; larger batches run faster):")
+    for run, n, estimate in planned:
+        total += estimate
+        log(f"  {run['label']:<32} n={n:<6} NFE {run['nfe_per_sample']:<5} ~{estimate / 60:6.1f} min")
+    log(f"  {'total sampling':<32} {'':<15}~{total / 60:6.1f} min (plus scoring)")
+
+
 def _load(paths):
     from keras_gen.sampling import load_sampler
 
@@ -143,12 +168,14 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         batch_size: images per sampling call (<= 4096, the serving cap).
         n_real: real test images to compare against (default all 10,000).
         speed_repeats: timed runs of one batch each for the speed numbers (after the quality
-            sampling, which serves as the warm-up); the full-step DDPM gets one.
+            sampling, which serves as the warm-up); a slow row (the full-step DDPM) is not run
+            again: its speed is that of its quality sampling.
         references: add the real-train / uniform-noise / single-class rows.
         ddpm_full: also sample DDPMs with the full T-step ancestral sampler (the slow one; False
             evaluates the DDIM step counts only).
-        ddpm_full_n: samples for the full-step DDPM rows (default n). FID and KID of a smaller
-            set are noisier and FID is biased upward, so the table shows each row's n.
+        ddpm_full_n: samples for the full-step DDPM rows (default min(n, DEFAULT_FULL_CHAIN_N):
+            the full chain is T passes a sample). FID and KID of a smaller set are noisier and FID
+            is biased upward, so the table shows each row's n and a note says so.
         kid_subsets, kid_subset_size: KID's random subsets (size capped at n).
         verbose: print progress and the table.
     Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
@@ -173,29 +200,44 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
     report_dir = Path(report_dir) if report_dir is not None else None
     scoring = dict(seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size)
 
-    rows, samples = [], {}
+    full_n = min(n, DEFAULT_FULL_CHAIN_N) if ddpm_full_n is None else ddpm_full_n
+    planned = []
     for path, name, fn, info in loaded:
-        runs, run_notes = _plan(name, fn.kind, info, ddim_steps, ddpm_full, ddpm_full_n)
+        runs, run_notes = _plan(name, fn.kind, info, ddim_steps, ddpm_full, full_n)
         notes += run_notes
-        for run in runs:
-            start = time.perf_counter()
-            run_n = run.get("n") or n
-            images = sample_images(fn, run_n, batch_size, seed, progress=run["label"] if verbose else None,
-                                   **run["options"])
-            sampling_seconds = time.perf_counter() - start
+        per_pass = _probe_seconds_per_pass(fn, info)
+        planned += [((path, name, fn, info), run, run.get("n") or n,
+                     (run.get("n") or n) * run["nfe_per_sample"] * per_pass) for run in runs]
+    _print_plan(log, [(run, run_n, estimate) for _, run, run_n, estimate in planned])
+    if any(run["slow"] and run_n < n for _, run, run_n, _ in planned):
+        notes.append(f"the full-chain rows use n={full_n} samples (T network passes each; --ddpm-full-n to "
+                     "change it): their FID is noisier and biased upward against rows with more samples")
+
+    rows, samples = [], {}
+    for (path, name, fn, info), run, run_n, _ in planned:
+        start = time.perf_counter()
+        images = sample_images(fn, run_n, batch_size, seed, progress=run["label"] if verbose else None,
+                               **run["options"])
+        sampling_seconds = time.perf_counter() - start
+        if run["slow"]:  # timing the full chain again would double its cost: reuse this run
+            speed = {"samples_per_s": run_n / sampling_seconds, "seconds": [round(sampling_seconds, 6)],
+                     "n": run_n, "batch_size": batch_size, "repeats": 1, "warmup": 0,
+                     "nfe_per_sample": run["nfe_per_sample"],
+                     "nfe_per_s": run_n * run["nfe_per_sample"] / sampling_seconds, "from": "quality sampling"}
+        else:
             speed = measure_sampling_speed(lambda b, s, o=run["options"]: fn(b, s, **o),
                                            n=min(run_n, batch_size), batch_size=min(run_n, batch_size),
-                                           repeats=1 if run["slow"] else speed_repeats, warmup=0, seed=seed,
+                                           repeats=speed_repeats, warmup=0, seed=seed,
                                            nfe_per_sample=run["nfe_per_sample"])
-            row = {k: run.get(k) for k in ("label", "short_label", "group", "sampler", "steps", "eta",
-                                           "nfe_per_sample")}
-            row.update(path=str(path), model=name, kind=info["kind"],
-                       **evaluate_images(images, real, **scoring),
-                       samples_per_s=speed["samples_per_s"], sampling_seconds=sampling_seconds, speed=speed)
-            rows.append(row)
-            samples[row["label"]] = images[:64]
-            log(f"[evaluate] {row['label']}: FID {row['fid']:.3f}, classes {row['classes_covered']}, "
-                f"{row['samples_per_s']:.4g} samples/s")
+        row = {k: run.get(k) for k in ("label", "short_label", "group", "sampler", "steps", "eta",
+                                       "nfe_per_sample")}
+        row.update(path=str(path), model=name, kind=info["kind"],
+                   **evaluate_images(images, real, **scoring),
+                   samples_per_s=speed["samples_per_s"], sampling_seconds=sampling_seconds, speed=speed)
+        rows.append(row)
+        samples[row["label"]] = images[:64]
+        log(f"[evaluate] {row['label']}: FID {row['fid']:.3f}, classes {row['classes_covered']}, "
+            f"{row['samples_per_s']:.4g} samples/s")
 
     ref_rows = []
     if references:
@@ -207,7 +249,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
 
     report = {"dataset": dataset, "n": n, "seed": seed, "batch_size": batch_size,
               "ddim_steps": [int(s) for s in ddim_steps], "ddpm_full": ddpm_full,
-              "ddpm_full_n": ddpm_full_n or n,
+              "ddpm_full_n": full_n,
               "classifier": {"path": str(classifier.path), **{k: classifier.info.get(k) for k in (
                   "test_accuracy", "epochs", "features_layer")}},
               "real": {"split": real.split, "n": real.n},

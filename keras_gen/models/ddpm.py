@@ -22,7 +22,9 @@ import tensorflow as tf
 from keras import ops
 
 from keras_gen.diffusion import NoiseSchedule
+from keras_gen.diffusion.schedule import KINDS as SCHEDULE_KINDS
 from keras_gen.diffusion import samplers
+from keras_gen.diffusion.targets import alpha_sigma, check_prediction, training_target
 from keras_gen.layers.unet import UNet
 from keras_gen.models.conditioning import Conditioning, check_guidance
 from keras_gen.models.kinds import ModelKind, register_model_kind
@@ -61,12 +63,17 @@ class DDPM(keras.Model):
         label_dropout: conditional only: probability that a training label is replaced by the
             null class, which teaches the unconditional prediction guidance needs.
         guidance: conditional only: the default guidance scale w of ``sample`` and the exports.
+        prediction: what the U-Net is trained to predict: ``"eps"`` (the article, default),
+            ``"x0"`` or ``"v"`` (keras_gen.diffusion.targets); every sampler and export converts.
+        timestep_spacing: which timesteps a DDIM run of N steps visits: ``"linspace"`` (default)
+            or ``"trailing"`` (the nested grid of distilled students; `samplers.ddim_timesteps`).
     """
 
     kind = "ddpm"
 
     def __init__(self, unet, schedule, image_size=32, data_mode="pad", ema_decay=0.999,
-                 ddim_steps=50, seed=None, label_dropout=0.1, guidance=3.0, ddim_eta=0.0, **kwargs):
+                 ddim_steps=50, seed=None, label_dropout=0.1, guidance=3.0, ddim_eta=0.0, prediction="eps",
+                 timestep_spacing="linspace", **kwargs):
         super().__init__(**kwargs)
         if data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
@@ -78,6 +85,9 @@ class DDPM(keras.Model):
         if not 0.0 <= label_dropout < 1.0:
             raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.ddim_eta = check_ddim_eta(ddim_eta)
+        self.prediction = check_prediction(prediction)
+        samplers.ddim_timesteps(self.schedule.timesteps, 1, timestep_spacing)  # checks the name
+        self.timestep_spacing = timestep_spacing
         self.unet = unet
         self.image_size, self.data_mode = int(image_size), data_mode
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
@@ -109,6 +119,7 @@ class DDPM(keras.Model):
         return self.conditioning.num_classes
 
     def _make_eps_fn(self, net):
+        """The samplers' network function; it returns this model's ``prediction`` (eps, x0 or v)."""
         if not self.conditioning.conditional:
             def eps_fn(x, t):
                 return tf.cast(net((x, t), training=False), tf.float32)
@@ -130,8 +141,13 @@ class DDPM(keras.Model):
         """Predicted noise for ``(x_t, t)`` (the training network, not the EMA)."""
         return self.unet(inputs, training=training)
 
+    def sampler_options(self):
+        """The samplers' keyword arguments that describe this network: prediction and spacing."""
+        return {"prediction": self.prediction, "spacing": self.timestep_spacing}
+
     def eps_fn(self, use_ema=True):
-        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default); for a conditional
+        """``eps_fn(x_t, t_batch)`` for the samplers (EMA weights by default), returning the
+        network's ``prediction`` (pass `sampler_options()` along); for a conditional
         DDPM ``eps_fn(x_t, t_batch, labels, guidance)``, the guided prediction (see `guidance_cond`).
 
         The same function object is returned every time, so the samplers' compiled step is reused.
@@ -149,7 +165,8 @@ class DDPM(keras.Model):
         return (tf.convert_to_tensor(labels, tf.int32), tf.convert_to_tensor(w, tf.float32))
 
     def diffusion_loss(self, x0, labels=None, training=True):
-        """MSE between the true noise and the U-Net's prediction at uniformly drawn timesteps.
+        """MSE between the U-Net's prediction and its target (the noise, x0 or v: ``prediction``)
+        at uniformly drawn timesteps.
 
         A conditional DDPM gets ``labels``; while training a share ``label_dropout`` of them is
         replaced by the null class (classifier-free guidance).
@@ -166,7 +183,8 @@ class DDPM(keras.Model):
                 drop = keras.random.uniform((batch,), seed=self.seed_generator) < self.label_dropout
                 labels = ops.where(drop, self.conditioning.null_class, labels)
             eps = self.unet((x_t, t, labels), training=training)
-        return ops.mean(ops.square(noise - ops.cast(eps, "float32")))
+        target = training_target(self.prediction, x0, noise, *alpha_sigma(self.schedule, t, x0))
+        return ops.mean(ops.square(target - ops.cast(eps, "float32")))
 
     def train_step(self, data):
         x0, labels = self.conditioning.split(data, "DDPM")
@@ -184,9 +202,10 @@ class DDPM(keras.Model):
         self.loss_tracker.update_state(self.diffusion_loss(x0, labels, training=False))
         return step_logs({"loss": self.loss_tracker.result()})
 
-    def update_ema(self):
-        """ema = d * ema + (1 - d) * w, with d warmed up as min(decay, (1 + n) / (10 + n))."""
-        n = ops.cast(self.optimizer.iterations, "float32")
+    def update_ema(self, iterations=None):
+        """ema = d * ema + (1 - d) * w, with d warmed up as min(decay, (1 + n) / (10 + n)); n is
+        ``iterations`` (default: this model's optimizer's step count)."""
+        n = ops.cast(self.optimizer.iterations if iterations is None else iterations, "float32")
         decay = ops.minimum(self.ema_decay, (1.0 + n) / (10.0 + n))
         for ema_w, w in zip(self.ema_unet.weights, self.unet.weights):
             ema_w.assign(decay * ema_w + (1.0 - decay) * ops.cast(w, ema_w.dtype))
@@ -229,7 +248,8 @@ class DDPM(keras.Model):
         else:
             self.conditioning.labels(labels, n)
         recovered = samplers.denoise_from(self.eps_fn(), x_t, int(t), self.schedule, sampler=sampler,
-                                          steps=steps, seed=seed, progress=progress, cond=cond)
+                                          steps=steps, seed=seed, progress=progress, cond=cond,
+                                          **self.sampler_options())
         return x_t.numpy(), recovered.numpy()
 
     def default_eta(self, sampler):
@@ -276,7 +296,8 @@ class DDPM(keras.Model):
             result = samplers.sample(self.eps_fn(use_ema), x_T[start:start + batch_size], self.schedule,
                                      sampler=sampler, steps=steps, eta=eta,
                                      seed=seed + chunk,
-                                     progress=progress, return_trajectory=return_trajectory, cond=cond)
+                                     progress=progress, return_trajectory=return_trajectory, cond=cond,
+                                     **self.sampler_options())
             if return_trajectory:
                 result, trajectory = result
             outputs.append(self.to_images(result))
@@ -293,6 +314,10 @@ class DDPM(keras.Model):
             config.update(label_dropout=self.label_dropout, guidance=self.guidance)
         if self.ddim_eta:  # so do configs of deterministic-DDIM models
             config["ddim_eta"] = self.ddim_eta
+        if self.prediction != "eps":  # and of eps models
+            config["prediction"] = self.prediction
+        if self.timestep_spacing != "linspace":
+            config["timestep_spacing"] = self.timestep_spacing
         return config
 
     @classmethod
@@ -328,7 +353,8 @@ class DDPM(keras.Model):
             x_T = self.noise(num_images, seed)
             cond = default_cond(num_images) if cond is None else cond
             x0 = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler=sampler, steps=steps,
-                                       eta=self.default_eta(sampler), seed=seed, cond=cond)
+                                       eta=self.default_eta(sampler), seed=seed, cond=cond,
+                                       **self.sampler_options())
             return {"images": self.to_images(x0)}
 
         def serving_default(num_images, seed):
@@ -347,7 +373,7 @@ class DDPM(keras.Model):
             x_T = self.noise(num_images, seed)
             _, trajectory = samplers.sample_graph(eps_fn, x_T, self.schedule, sampler="ddim", steps=steps,
                                                   eta=self.ddim_eta, seed=seed, return_trajectory=True,
-                                                  cond=default_cond(num_images))
+                                                  cond=default_cond(num_images), **self.sampler_options())
             return {"trajectory": tf.clip_by_value(tf.cast(trajectory, tf.float32), -1.0, 1.0)}
 
         steps_spec = tf.TensorSpec([], tf.int32, name="steps")
@@ -375,7 +401,8 @@ def build_ddpm(config) -> DDPM:
     return DDPM(unet, schedule, image_size=32, data_mode=config.get("data_mode", "pad"),
                 ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
                 seed=config["seed"], label_dropout=config.get("label_dropout", 0.1),
-                guidance=config.get("guidance", 3.0), ddim_eta=config.get("ddim_eta", 0.0))
+                guidance=config.get("guidance", 3.0), ddim_eta=config.get("ddim_eta", 0.0),
+                prediction=config.get("prediction", "eps"))
 
 
 def _timesteps(info) -> int:
@@ -428,6 +455,11 @@ class DDPMKind(ModelKind):
                       "label": lambda value, info: Conditioning.of_info(info).label(value),
                       "guidance": lambda value, info: Conditioning.of_info(info).guidance(value)}
 
+    def check_config(self, config):
+        check_prediction(config.get("prediction", "eps"))
+        if config.get("schedule", "linear") not in SCHEDULE_KINDS:
+            raise ValueError(f"schedule must be one of {SCHEDULE_KINDS}, got {config['schedule']!r}")
+
     def data_options(self, config):
         """Padded 28 -> 32 (lossless) unless data_mode="resize" reproduces the article."""
         if config.get("data_mode", "pad") == "resize":
@@ -472,11 +504,11 @@ class DDPMKind(ModelKind):
         return paths
 
     def demo_figures(self, sampler, out, seed):
-        """ddpm_reverse_process.png: the DDIM chain of 4 samples, 50 steps (an export's
+        """<name>_reverse_process.png: the DDIM chain of 4 samples, `demo_steps` steps (an export's
         sample_trajectory signature, or the .keras model's sample)."""
         from keras_gen.plotting import reverse_process_strip
 
-        steps = min(50, _timesteps(sampler.info))
+        steps = self.demo_steps(sampler.info)
         if hasattr(sampler, "loaded"):
             trajectory = sampler.loaded.signatures["sample_trajectory"](
                 num_images=tf.constant(4), seed=tf.constant(seed), steps=tf.constant(steps))["trajectory"].numpy()
@@ -486,6 +518,10 @@ class DDPMKind(ModelKind):
         path = out / f"{sampler.path.name}_reverse_process.png"
         reverse_process_strip(trajectory, path)
         return [path]
+
+    def demo_steps(self, info) -> int:
+        """DDIM steps of the demo's reverse-process figure."""
+        return min(50, _timesteps(info))
 
     def check_sample_options(self, options, info):
         options = super().check_sample_options(options, info)

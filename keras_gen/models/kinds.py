@@ -15,6 +15,8 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``compile(model, config)`` its optimizers; ``optimizers(model)`` names them for checkpoints
 ``trainer(model, config)`` an optional custom training loop (an object with ``fit`` like the
                           DCGAN's article loop); None means Keras ``fit``
+``servable(model)``       the model a run saves, exports and samples (default: the one ``fit``
+                          trains; a distillation round trains teacher + student, serves the student)
 ``figures(model, config, out)`` the extra figures a finished run draws
 ``sample_options``        {option: checker} the kind's ``sample()`` accepts beyond n and seed,
                           checked the same way for a ``.keras`` file and for an export
@@ -76,6 +78,10 @@ class ModelKind(abc.ABC):
     def trainer(self, model, config: dict):
         """A custom training loop for this config, or None for Keras fit."""
         return None
+
+    def servable(self, model) -> keras.Model:
+        """The model a run saves as model.keras, exports and draws sample grids from."""
+        return model
 
     def check_config(self, config: dict):
         """Kind-specific checks of a full config (raise ValueError naming the key)."""
@@ -141,7 +147,7 @@ def load_plugins():
 
 
 def _builtin():
-    import keras_gen.models  # noqa: F401  (registers the VAE, DCGAN and DDPM kinds)
+    import keras_gen.models  # noqa: F401  (registers the built-in kinds)
     load_plugins()
 
 

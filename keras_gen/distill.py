@@ -1,0 +1,164 @@
+"""``keras-gen distill``: progressive distillation rounds from a teacher DDPM down to few-step students.
+
+Round k trains a student of N steps on a teacher of 2N (keras_gen.models.distillation), as one
+ordinary training run (keras_gen.training.train, kind "distilled") in ``<out>/round_<k>_<2N>_to_<N>/``
+with its checkpoints, ``--resume``, history, per-epoch sample grids and exported student. The
+next round's teacher is this round's student. After each round the student's classifier FID is
+measured (``fid_n`` samples, the evaluation's protocol) and appended to ``<out>/rounds.json``;
+``<out>/fid_vs_steps.png`` draws FID against steps for the teacher (DDIM on the same trailing grid)
+and the students. ``resume=True`` skips finished rounds and resumes the unfinished one, with the
+settings the distillation was started with (``<out>/distill.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from keras_gen.files import atomic_write_bytes, save_keras_atomically
+
+SETTINGS = "distill.json"
+ROUNDS = "rounds.json"
+
+
+def round_steps(from_steps: int, to_steps: int) -> list[int]:
+    """The students' step counts, halving from ``from_steps`` (the first teacher's) to ``to_steps``."""
+    for name, value in (("from_steps", from_steps), ("to_steps", to_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    steps, n = [], from_steps
+    while n > to_steps and n % 2 == 0:
+        n //= 2
+        steps.append(n)
+    if not steps or n != to_steps:
+        raise ValueError(f"--to-steps {to_steps} is not --from-steps {from_steps} halved one or more times "
+                         "(e.g. 64 -> 32 -> 16 -> 8 -> 4 -> 2 -> 1)")
+    return steps
+
+
+def teacher_keras_file(teacher, out: Path) -> Path:
+    """The teacher as a .keras file: the file itself, a run folder's model.keras, or an export
+    rebuilt once into ``<out>/teacher.keras`` (keras_gen.sampling.model_from_export)."""
+    from keras_gen.export import is_export
+    from keras_gen.sampling import model_from_export
+
+    teacher = Path(teacher)
+    if teacher.suffix == ".keras" and teacher.is_file():
+        return teacher
+    if teacher.is_dir() and (teacher / "model.keras").is_file() and not is_export(teacher):
+        return teacher / "model.keras"
+    if is_export(teacher):
+        target = out / "teacher.keras"
+        if not target.exists():
+            save_keras_atomically(model_from_export(teacher), target)
+        return target
+    raise ValueError(f"{teacher} is not a DDPM export, a .keras file or a finished run folder")
+
+
+def _round_dir(out: Path, k: int, steps: int) -> Path:
+    return out / f"round_{k}_{2 * steps}_to_{steps}"
+
+
+def _load_settings(out: Path, settings: dict, resume: bool) -> dict:
+    path = out / SETTINGS
+    if path.exists():
+        if not resume:
+            raise ValueError(f"{out} holds a distillation already: pass --resume to continue it, or choose "
+                             "a new --out")
+        return json.loads(path.read_text())
+    if resume:
+        raise ValueError(f"--resume: {out} holds no distillation to continue ({SETTINGS} is missing)")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is a non-empty folder that is not a distillation: choose a new or empty --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(settings, indent=2).encode())
+    return settings
+
+
+def _measure_fid(sample_fn, n: int, dataset: str, batch_size: int = 250) -> dict:
+    """{fid, n, samples_per_s} of n samples drawn in batches (the evaluation's classifier FID)."""
+    import numpy as np
+
+    from keras_gen.evaluation import classifier_fid
+
+    start = time.perf_counter()
+    images = np.concatenate([sample_fn(min(batch_size, n - i), i) for i in range(0, n, batch_size)])
+    seconds = time.perf_counter() - start
+    return {"fid": float(classifier_fid(images, dataset)), "n": n, "samples_per_s": n / seconds}
+
+
+def _chart(out: Path, records: list):
+    from keras_gen.plotting import fid_vs_steps
+
+    series = {}
+    for record in records:
+        if record.get("fid") is not None:
+            series.setdefault(record["model"], []).append((record["steps"], record["fid"]))
+    if series:
+        fid_vs_steps(series, out / "fid_vs_steps.png", title="Progressive distillation: FID vs steps")
+
+
+def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, preset: str = "cpu",
+            resume: bool = False, fid_n: int = 1000, verbose: int = 1, checkpoint_every: int = 500,
+            **overrides) -> dict:
+    """Run (or, with ``resume``, continue) the distillation rounds; returns the rounds record.
+
+    Args:
+        teacher: a DDPM export folder (e.g. saved_models/ddpm), a .keras file or a run folder.
+        out: the distillation's folder (new or empty, or an earlier one with ``resume``).
+        to_steps: the last student's steps. from_steps: the first teacher's (default: the
+            preset's ``from_steps``); it must be ``to_steps`` doubled one or more times.
+        preset: the "distilled" kind's preset for every round ("cpu" or "tiny").
+        fid_n: samples per classifier-FID measurement after each round (0: none).
+        overrides: preset keys to change for every round (epochs, limit, batch_size, ...).
+    """
+    from keras_gen.models.distillation import load_teacher, trailing_samples
+    from keras_gen.presets import get_preset
+    from keras_gen.training import train
+
+    out = Path(out)
+    settings = _load_settings(out, dict(teacher=str(teacher), to_steps=to_steps, from_steps=from_steps,
+                                        preset=preset, fid_n=fid_n, overrides=overrides), resume)
+    base = get_preset("distilled", settings["preset"], **settings["overrides"])
+    from_steps = settings["from_steps"] or base["from_steps"]
+    steps_per_round = round_steps(from_steps, settings["to_steps"])
+    teacher_file = teacher_keras_file(settings["teacher"], out)
+    first_teacher = load_teacher(teacher_file)
+    if from_steps > first_teacher.schedule.timesteps:
+        raise ValueError(f"--from-steps {from_steps} exceeds the teacher's T={first_teacher.schedule.timesteps}")
+    dataset = base["dataset"]
+    rounds_path = out / ROUNDS
+    record = json.loads(rounds_path.read_text()) if rounds_path.exists() else {"teacher": str(teacher_file),
+                                                                                "records": []}
+    measured = {(r["model"], r["steps"]) for r in record["records"]}
+    for steps in [from_steps] + steps_per_round if settings["fid_n"] else []:
+        if ("teacher", steps) not in measured:  # the baseline: the teacher's DDIM at the same steps
+            print(f"classifier FID of the teacher's DDIM with {steps} steps (n={settings['fid_n']})")
+            record["records"].append({"model": "teacher", "steps": steps, **_measure_fid(
+                lambda n, seed: trailing_samples(first_teacher, n, steps, seed), settings["fid_n"], dataset)})
+            atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
+    previous = teacher_file
+    for k, steps in enumerate(steps_per_round, start=1):
+        folder = _round_dir(out, k, steps)
+        if not (folder / "summary.json").exists():
+            config = get_preset("distilled", settings["preset"], teacher=str(previous), steps=steps,
+                                data_mode=first_teacher.data_mode, **settings["overrides"])
+            started = folder.exists() and any(folder.iterdir())
+            print(f"round {k}/{len(steps_per_round)}: {2 * steps} -> {steps} steps ({folder})")
+            summary = train("distilled", None if started else config, folder, resume=started, verbose=verbose,
+                            checkpoint_every=checkpoint_every)
+            entry = {"model": "student", "steps": steps, "round": k, "folder": str(folder),
+                     "wall_seconds": summary["training"]["wall_seconds"],
+                     "training_steps": summary["training"]["steps"]}
+            if settings["fid_n"]:
+                from keras_gen.sampling import load_keras_model
+                student = load_keras_model(folder / "model.keras")
+                entry.update(_measure_fid(lambda n, seed: student.sample(n, seed, progress=False),
+                                          settings["fid_n"], dataset))
+            record["records"] = [r for r in record["records"] if r.get("round") != k] + [entry]
+            atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
+            _chart(out, record["records"])
+        previous = folder / "model.keras"
+    _chart(out, record["records"])
+    return record

@@ -1,0 +1,262 @@
+"""Progressive distillation: a DDPM becomes a student that samples in half the steps, round after
+round, down to 1-4 network passes (Salimans & Ho 2022, "Progressive Distillation for Fast Sampling
+of Diffusion Models", Algorithm 2).
+
+One round trains a student of N steps from a teacher of 2N steps. Both use the nested "trailing"
+timestep grid t_i = round(i T / N) - 1 (keras_gen.diffusion.samplers.ddim_timesteps), so the
+student's step from t_i to t_{i-1} spans exactly two teacher steps. For a training image x and a
+grid point t = t_i, with z_t = alpha_t x + sigma_t eps:
+
+1. the teacher runs two deterministic DDIM steps z_t -> z_mid -> z_next (t_mid on the 2N grid);
+2. the target x~ is the clean image for which *one* DDIM step from z_t lands on z_next:
+   x~ = (z_next - (sigma_next / sigma_t) z_t) / (alpha_next - (sigma_next / sigma_t) alpha_t)
+   (at the last step, t_next = -1: alpha = 1, sigma = 0, so x~ = z_next);
+3. the student, initialised from the teacher's weights, regresses its prediction (v by default)
+   on the value that x~ implies. The v loss is the paper's "SNR + 1" weighting of the x error.
+
+`DistilledDDPM` is the student: a DDPM (same U-Net, schedule and serving contract) fixed to its
+step count, with ``prediction="v"``, ``timestep_spacing="trailing"`` and deterministic DDIM. It is
+what a round saves and exports (``ModelKind.servable``); `ProgressiveDistillation` is the
+``keras.Model`` that ``fit`` trains, holding the frozen teacher and the student. The rounds
+themselves (64 -> 32 -> ... -> 1) are run by keras_gen.distill (``keras-gen distill``).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_gen.diffusion import samplers
+from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0
+from keras_gen.layers.unet import UNet
+from keras_gen.models.ddpm import DDPM, DDPMKind
+from keras_gen.models.kinds import register_model_kind
+from keras_gen.models.replicas import replica_share, step_logs
+
+
+@keras.saving.register_keras_serializable(package="keras_gen")
+class DistilledDDPM(DDPM):
+    """A distilled few-step diffusion student: a DDPM that samples with ``ddim_steps`` trailing DDIM
+    steps, deterministically. ``teacher_steps`` records the step count of the teacher it matches
+    (2 * ddim_steps). Its exports drop the all-T ``sample_ddpm`` signature, which it was not
+    trained for."""
+
+    kind = "distilled"
+
+    def __init__(self, unet, schedule, teacher_steps=None, prediction="v", timestep_spacing="trailing",
+                 ddim_eta=0.0, **kwargs):
+        super().__init__(unet, schedule, prediction=prediction, timestep_spacing=timestep_spacing,
+                         ddim_eta=ddim_eta, **kwargs)
+        self.teacher_steps = None if teacher_steps is None else int(teacher_steps)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(prediction=self.prediction, timestep_spacing=self.timestep_spacing,
+                      teacher_steps=self.teacher_steps)
+        return config
+
+    def serving_endpoints(self):
+        endpoints = super().serving_endpoints()
+        endpoints.pop("sample_ddpm")
+        return endpoints
+
+
+def _float32_config(layer_config: dict) -> dict:
+    """A serialized layer config without its dtype policy (the new layer takes the global one)."""
+    return {k: v for k, v in layer_config.items() if k != "dtype"}
+
+
+def make_student(teacher: DDPM, steps: int, prediction: str = "v", ema_decay: float | None = None,
+                 seed=None) -> DistilledDDPM:
+    """A `DistilledDDPM` of ``steps`` steps with the teacher's architecture and schedule, its U-Net
+    (and the U-Net's EMA) initialised from the teacher's EMA weights, in the global dtype policy."""
+    if teacher.conditioning.conditional:
+        raise ValueError("progressive distillation here takes an unconditional DDPM teacher; "
+                         f"this one has num_classes={teacher.num_classes}")
+    unet = UNet.from_config(_float32_config(teacher.unet.get_config()))
+    student = DistilledDDPM(unet, teacher.schedule, teacher_steps=2 * steps, prediction=prediction,
+                            image_size=teacher.image_size, data_mode=teacher.data_mode,
+                            ema_decay=teacher.ema_decay if ema_decay is None else ema_decay,
+                            ddim_steps=steps, seed=seed)
+    for net in (student.unet, student.ema_unet):
+        for w, teacher_w in zip(net.weights, teacher.ema_unet.weights):
+            w.assign(ops.cast(teacher_w, w.dtype))
+    return student
+
+
+class ProgressiveDistillation(keras.Model):
+    """What ``fit`` trains in one distillation round: the student learns one step of the frozen
+    teacher's two (module docstring). ``sample`` draws from the student.
+
+    Args:
+        teacher: a trained DDPM (eps-, x0- or v-predicting; a previous round's student too).
+        student: the `DistilledDDPM` being trained (see `make_student`).
+        seed: seed of the in-graph RNG for grid points and noise.
+        clip_teacher_x0: clip the teacher's clean-image estimates to the data range [-1, 1]
+            before its DDIM steps (diffusers' ``clip_sample``); it tames an eps teacher's
+            x0 = (z - sigma eps) / alpha where alpha is near 0.
+    """
+
+    kind = "distilled"
+
+    def __init__(self, teacher: DDPM, student: DistilledDDPM, seed=None, clip_teacher_x0=True, **kwargs):
+        super().__init__(**kwargs)
+        if teacher.schedule != student.schedule:
+            raise ValueError(f"teacher and student need one schedule, got {teacher.schedule} and {student.schedule}")
+        self.teacher, self.student = teacher, student
+        self.teacher.trainable = False
+        self.steps = int(student.ddim_steps)
+        self.clip_teacher_x0 = bool(clip_teacher_x0)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    def sample(self, n, seed=0, **kwargs):
+        """The student's samples (`DistilledDDPM.sample`)."""
+        return self.student.sample(n, seed, **kwargs)
+
+    def teacher_step(self, z, t, t_prev):
+        """One deterministic DDIM step of the teacher's EMA network from (B,) timesteps t to t_prev."""
+        teacher = self.teacher
+        output = ops.cast(teacher.ema_unet((z, t), training=False), "float32")
+        eps, x0 = eps_and_x0(teacher.prediction, output, z, *alpha_sigma(teacher.schedule, t, z))
+        if self.clip_teacher_x0:
+            x0 = ops.clip(x0, -1.0, 1.0)
+        return samplers.ddim_step(teacher.schedule, eps, t, t_prev, z, eta=0.0, x0=x0)
+
+    def distillation_target(self, z, i):
+        """(t, x~): the grid timestep t_i of each noisy image z and the clean image that makes one
+        student DDIM step from z match two teacher steps (module docstring, step 2)."""
+        schedule, n = self.teacher.schedule, self.steps
+        t = samplers.trailing_grid_point(i, n, schedule.timesteps)
+        t_mid = samplers.trailing_grid_point(2 * i - 1, 2 * n, schedule.timesteps)
+        t_next = samplers.trailing_grid_point(i - 1, n, schedule.timesteps)
+        z_next = self.teacher_step(self.teacher_step(z, t, t_mid), t_mid, t_next)
+        alpha, sigma = alpha_sigma(schedule, t, z)
+        last = ops.reshape(t_next < 0, (-1, 1, 1, 1))
+        alpha_next, sigma_next = alpha_sigma(schedule, tf.maximum(t_next, 0), z)
+        alpha_next = ops.where(last, 1.0, alpha_next)
+        ratio = ops.where(last, 0.0, sigma_next / sigma)
+        return t, (z_next - ratio * z) / (alpha_next - ratio * alpha)
+
+    def distillation_loss(self, x0, training=True):
+        """MSE of the student's prediction against the distillation target, at grid points i drawn
+        uniformly from 1..N."""
+        batch = ops.shape(x0)[0]
+        i = keras.random.randint((batch,), 1, self.steps + 1, seed=self.seed_generator, dtype="int32")
+        noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
+        t0 = samplers.trailing_grid_point(i, self.steps, self.teacher.schedule.timesteps)
+        z = self.teacher.schedule.q_sample(x0, t0, noise)
+        t, x_target = self.distillation_target(z, i)
+        x_target = ops.stop_gradient(x_target)
+        student = self.student
+        target = target_from_x0(student.prediction, x_target, z, *alpha_sigma(student.schedule, t, z))
+        output = ops.cast(student.unet((z, t), training=training), "float32")
+        return ops.mean(ops.square(target - output))
+
+    def train_step(self, data):
+        x0, _ = self.student.conditioning.split(data, "ProgressiveDistillation")
+        with tf.GradientTape() as tape:
+            loss = self.distillation_loss(x0)
+            scaled = self.optimizer.scale_loss(replica_share(loss))
+        weights = self.student.unet.trainable_weights
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+        self.student.update_ema(self.optimizer.iterations)
+        self.loss_tracker.update_state(loss)
+        return step_logs({"loss": self.loss_tracker.result()})
+
+    def test_step(self, data):
+        x0, _ = self.student.conditioning.split(data, "ProgressiveDistillation")
+        self.loss_tracker.update_state(self.distillation_loss(x0, training=False))
+        return step_logs({"loss": self.loss_tracker.result()})
+
+
+def load_teacher(path) -> DDPM:
+    """The DDPM of a ``.keras`` file (a trained DDPM or an earlier round's student)."""
+    from pathlib import Path
+
+    if not path:
+        raise ValueError("a distillation round needs a teacher: run `keras-gen distill TEACHER --out DIR` "
+                         "(TEACHER: a DDPM export, .keras file or run folder)")
+    teacher = keras.saving.load_model(Path(path))
+    if not isinstance(teacher, DDPM):
+        raise ValueError(f"{path} holds a {getattr(teacher, 'kind', type(teacher).__name__)}, not a DDPM: "
+                         "only diffusion models can be distilled")
+    return teacher
+
+
+@register_model_kind
+class DistilledKind(DDPMKind):
+    """The contract of a distillation round: it trains `ProgressiveDistillation` and saves, exports
+    and evaluates the student (``servable``), sampled at its own step count."""
+
+    name = "distilled"
+    presets = {
+        # One round of keras-gen distill (keras_gen.distill): `teacher` and `steps` are filled in
+        # per round; `from_steps` is where the rounds start. Salimans & Ho train each round with
+        # Adam and a learning rate decayed to 0; here a short warm-up, then cosine decay.
+        "cpu": dict(teacher=None, steps=None, from_steps=64, epochs=1, limit=32_000, batch_size=32,
+                    learning_rate=2e-4, warmup_steps=100, lr_decay="cosine", lr_floor=0.0,
+                    ema_decay=0.995, prediction="v", precision="mixed"),
+        "tiny": dict(teacher=None, steps=None, from_steps=4, epochs=2, limit=64, batch_size=16,
+                     learning_rate=1e-3, ema_decay=0.9, prediction="v"),
+    }
+    conditional_defaults = {}
+    sample_options = {"steps": DDPMKind.sample_options["steps"]}
+
+    def check_config(self, config):
+        if config.get("num_classes") is not None:
+            raise ValueError("distillation takes an unconditional DDPM teacher; drop --num-classes")
+
+    def build(self, config):
+        teacher = load_teacher(config.get("teacher"))
+        steps = config.get("steps")
+        if not isinstance(steps, int) or not 1 <= steps <= teacher.schedule.timesteps // 2:
+            raise ValueError(f"a round's student steps must be in [1, T/2 = {teacher.schedule.timesteps // 2}], "
+                             f"got {steps!r}")
+        student = make_student(teacher, steps, config.get("prediction", "v"), config.get("ema_decay"),
+                               seed=config["seed"])
+        return ProgressiveDistillation(teacher, student, seed=config["seed"])
+
+    def optimizer_targets(self, model):
+        return [(model.optimizer, model.student.unet.trainable_variables)]
+
+    def servable(self, model):
+        return model.student
+
+    def figures(self, model, config, out):
+        """teacher_vs_student.png: the same seeds through the teacher at 2N steps and the student
+        at N (top and bottom rows)."""
+        import numpy as np
+
+        from keras_gen.plotting import image_grid
+
+        n = 8
+        teacher_images = trailing_samples(model.teacher, n, 2 * model.steps)
+        student_images = model.student.sample(n, seed=0, progress=False)
+        path = out / "teacher_vs_student.png"
+        image_grid(np.concatenate([teacher_images, student_images]), path, ncols=n,
+                   title=f"top: teacher, {2 * model.steps} steps; bottom: student, {model.steps}")
+        return [path]
+
+    def demo_steps(self, info):
+        return int(info["config"]["ddim_steps"])
+
+    def evaluation_runs(self, info, *, ddim_steps=(), full_chain=True, full_chain_n=None):
+        steps = int(info["config"]["ddim_steps"])
+        return [dict(short_label=f"student {steps}", options={}, n=None,
+                     row=dict(sampler="ddim", steps=steps, eta=0.0))], []
+
+
+def trailing_samples(ddpm: DDPM, n: int, steps: int, seed: int = 0):
+    """n deterministic DDIM samples of any DDPM on the trailing grid of ``steps`` steps: what a
+    student of steps / 2 steps learns to match."""
+    x_T = ddpm.noise(n, seed)
+    x0 = samplers.sample(ddpm.eps_fn(), x_T, ddpm.schedule, sampler="ddim", steps=steps, eta=0.0, seed=seed,
+                         progress=False, prediction=ddpm.prediction, spacing="trailing")
+    return ddpm.to_images(x0).numpy()

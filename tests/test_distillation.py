@@ -1,0 +1,287 @@
+"""Few-pass diffusion: the eps / x0 / v prediction targets, the trailing timestep grid, and
+progressive distillation (Salimans & Ho 2022) from the maths to `keras-gen distill` on the CLI.
+
+Oracles: hand-computed values of the conversions, which follow diffusers' ``prediction_type``
+conventions ("epsilon", "sample", "v_prediction": DDIMScheduler.step and get_velocity);
+diffusers' own formula for its "trailing" timestep spacing; and a delta data distribution, whose
+exact noise predictor is known in closed form, for the distillation target.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import TINY_T, check_export_in_child, export_call, tiny_ddpm, tiny_unet
+from keras_gen.diffusion import NoiseSchedule, ddim_timesteps, ddim_timesteps_tf, sample
+from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0, training_target
+from keras_gen.export import read_export_info
+from keras_gen.models.distillation import DistilledDDPM, ProgressiveDistillation, make_student
+from subprocess_jobs import explain, finish, start
+
+KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
+
+
+# ----------------------------------------------------------------------------- prediction targets
+
+
+def test_conversions_match_hand_computed_values():
+    """abar = 0.64: alpha 0.8, sigma 0.6. x0 = 0.5, eps = -1: z = 0.4 - 0.6 = -0.2 and
+    v = alpha eps - sigma x0 = -0.8 - 0.3 = -1.1 (diffusers' get_velocity)."""
+    alpha, sigma = tf.constant(0.8), tf.constant(0.6)
+    x0, eps, z = tf.constant(0.5), tf.constant(-1.0), tf.constant(-0.2)
+    assert float(training_target("v", x0, eps, alpha, sigma)) == pytest.approx(-1.1)
+    assert float(training_target("x0", x0, eps, alpha, sigma)) == pytest.approx(0.5)
+    assert float(training_target("eps", x0, eps, alpha, sigma)) == pytest.approx(-1.0)
+    # DDIMScheduler.step: v_prediction: x0 = alpha z - sigma v = -0.16 + 0.66, eps = alpha v + sigma z
+    for prediction, output in (("v", -1.1), ("x0", 0.5), ("eps", -1.0)):
+        got_eps, got_x0 = eps_and_x0(prediction, tf.constant(output), z, alpha, sigma)
+        assert float(got_x0) == pytest.approx(0.5, abs=1e-6), prediction
+        assert float(got_eps) == pytest.approx(-1.0, abs=1e-6), prediction
+        assert float(target_from_x0(prediction, x0, z, alpha, sigma)) == pytest.approx(output, abs=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_conversions_round_trip_at_several_timesteps(kind):
+    schedule = NoiseSchedule(1000, kind)
+    rng = np.random.default_rng(0)
+    t = tf.constant([0, 10, 250, 500, 900, 999])
+    x0 = tf.constant(rng.uniform(-1, 1, (6, 4, 4, 1)), tf.float32)
+    eps = tf.constant(rng.normal(size=(6, 4, 4, 1)), tf.float32)
+    z = schedule.q_sample(x0, t, eps)
+    alpha, sigma = alpha_sigma(schedule, t, z)
+    abar = schedule.alphas_cumprod[t.numpy()].reshape(-1, 1, 1, 1)
+    v_by_hand = np.sqrt(abar) * eps.numpy() - np.sqrt(1 - abar) * x0.numpy()
+    np.testing.assert_allclose(training_target("v", x0, eps, alpha, sigma), v_by_hand, atol=1e-5)
+    for prediction in ("eps", "x0", "v"):
+        got_eps, got_x0 = eps_and_x0(prediction, training_target(prediction, x0, eps, alpha, sigma), z, alpha, sigma)
+        # eps models cannot recover x0 where alpha ~ 0 (t = 999), nor x0 models eps where sigma ~ 0
+        rows = slice(0, 5) if prediction == "eps" else slice(1, 6) if prediction == "x0" else slice(None)
+        np.testing.assert_allclose(got_x0.numpy()[rows], x0.numpy()[rows], atol=2e-3)
+        np.testing.assert_allclose(got_eps.numpy()[rows], eps.numpy()[rows], atol=2e-3)
+
+
+def test_trailing_grid_is_diffusers_and_nests():
+    for T, n in ((1000, 1), (1000, 4), (1000, 64), (1000, 7), (20, 4), (20, 20)):
+        diffusers = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing" spacing
+        np.testing.assert_array_equal(ddim_timesteps(T, n, "trailing"), diffusers)
+        np.testing.assert_array_equal(ddim_timesteps_tf(T, tf.constant(n), "trailing").numpy(), diffusers)
+    for n in (1, 2, 4, 8, 16, 32):  # the N grid is every other point of the 2N grid
+        np.testing.assert_array_equal(ddim_timesteps(1000, 2 * n, "trailing")[::2], ddim_timesteps(1000, n, "trailing"))
+    np.testing.assert_array_equal(ddim_timesteps(1000, 5), [999, 749, 499, 250, 0])  # linspace unchanged
+    with pytest.raises(ValueError, match="spacing"):
+        ddim_timesteps(1000, 4, "leading")
+
+
+def test_an_x0_model_trains_and_samples_finite_images(mnist_sample):
+    """(v models train and sample in the distillation tests below: every student predicts v.)"""
+    prediction = "x0"
+    keras.utils.set_random_seed(0)
+    model = tiny_ddpm(ddim_steps=3, prediction=prediction)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    x0 = (mnist_sample[0][:64, :, :, None].astype("float32") / 127.5 - 1.0)
+    x0 = np.pad(x0, ((0, 0), (2, 2), (2, 2), (0, 0)))
+    history = model.fit(x0, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    for kwargs in ({"sampler": "ddpm"}, {"sampler": "ddim", "steps": 3}):
+        images = model.sample(4, 0, progress=False, **kwargs)
+        assert images.shape == (4, 28, 28, 1) and np.isfinite(images).all()
+        assert 0.0 <= images.min() and images.max() <= 1.0
+    assert model.get_config()["prediction"] == prediction
+    assert DistilledDDPM.from_config(model.get_config() | {"teacher_steps": 2}).prediction == prediction
+
+
+def test_the_loss_regresses_the_chosen_target(monkeypatch):
+    """diffusion_loss compares the U-Net's output with v = alpha eps - sigma x0 for a v model."""
+    keras.utils.set_random_seed(1)
+    model = tiny_ddpm(ddim_steps=3, prediction="v")
+    seen = {}
+    original = model.schedule.q_sample
+
+    def recording_q_sample(x0, t, noise):
+        seen.update(x0=x0, t=t, noise=noise)
+        return original(x0, t, noise)
+
+    monkeypatch.setattr(model.schedule, "q_sample", recording_q_sample)
+    x0 = tf.random.uniform((4, 32, 32, 1), -1, 1)
+    loss = float(model.diffusion_loss(x0, training=False))
+    x_t = original(seen["x0"], seen["t"], seen["noise"])
+    alpha, sigma = alpha_sigma(model.schedule, seen["t"], x0)
+    v = alpha * seen["noise"] - sigma * x0
+    expected = float(tf.reduce_mean(tf.square(v - model.unet((x_t, seen["t"])))))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- the analytic oracle
+
+
+class ExactNoise(keras.layers.Layer):
+    """The exact eps of a delta data distribution at x*: eps(z, t) = (z - alpha_t x*) / sigma_t."""
+
+    def __init__(self, schedule, x_star):
+        super().__init__()
+        self.schedule, self.x_star = schedule, tf.constant(x_star)
+
+    def call(self, inputs, training=False):
+        z, t = inputs
+        alpha, sigma = alpha_sigma(self.schedule, t, z)
+        return (z - alpha * self.x_star) / sigma
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_a_perfect_teachers_target_is_its_two_steps_and_the_data_point(steps):
+    schedule = NoiseSchedule(TINY_T)
+    x_star = np.random.default_rng(0).uniform(-0.9, 0.9, (1, 32, 32, 1)).astype("float32")
+    teacher = SimpleNamespace(ema_unet=ExactNoise(schedule, x_star), prediction="eps", schedule=schedule,
+                              trainable=True)
+    student = DistilledDDPM(tiny_unet(), schedule, teacher_steps=2 * steps, ddim_steps=steps, seed=0)
+    distillation = ProgressiveDistillation(teacher, student, seed=0)
+    i = tf.constant(np.arange(1, steps + 1).repeat(2), tf.int32)  # every grid point, twice
+    n = int(i.shape[0])
+    t_grid = ddim_timesteps(TINY_T, steps, "trailing")[::-1]  # t_1 < ... < t_N
+    z = schedule.q_sample(np.repeat(x_star, n, 0), t_grid[i.numpy() - 1],
+                          tf.random.stateless_normal((n, 32, 32, 1), seed=[0, 1]))
+    t, x_target = distillation.distillation_target(z, i)
+    np.testing.assert_array_equal(t.numpy(), t_grid[i.numpy() - 1])
+    # the target is the data point, and one student DDIM step with it lands on the teacher's two
+    np.testing.assert_allclose(x_target.numpy(), np.repeat(x_star, n, 0), atol=2e-4)
+    teacher_grid = ddim_timesteps(TINY_T, 2 * steps, "trailing")[::-1]
+    t_mid = teacher_grid[2 * i.numpy() - 2]
+    t_next = np.where(i.numpy() > 1, t_grid[np.maximum(i.numpy() - 2, 0)], -1)
+    two = distillation.teacher_step(distillation.teacher_step(z, t, t_mid), t_mid, t_next)
+    from keras_gen.diffusion import ddim_step
+    alpha, sigma = alpha_sigma(schedule, t, z)
+    one = ddim_step(schedule, (z - alpha * x_target) / sigma, t, t_next, z, x0=x_target)
+    np.testing.assert_allclose(one.numpy(), two.numpy(), atol=2e-4)
+
+    # a student that outputs the target's v reproduces the data point in its `steps` steps
+    def perfect_student(x, t):
+        alpha, sigma = alpha_sigma(schedule, t, x)
+        return target_from_x0("v", tf.constant(np.repeat(x_star, x.shape[0], 0)), x, alpha, sigma)
+
+    x_T = tf.random.stateless_normal((3, 32, 32, 1), seed=[5, 0])
+    out = sample(perfect_student, x_T, schedule, "ddim", steps=steps, seed=0, progress=False, prediction="v",
+                 spacing="trailing")
+    np.testing.assert_allclose(out.numpy(), np.repeat(x_star, 3, 0), atol=1e-4)
+
+
+def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
+    keras.utils.set_random_seed(2)
+    teacher = tiny_ddpm(ddim_steps=3)
+    student = make_student(teacher, 2, seed=0)
+    assert student.kind == "distilled" and student.ddim_steps == 2 and student.teacher_steps == 4
+    assert student.prediction == "v" and student.timestep_spacing == "trailing" and student.ddim_eta == 0.0
+    for net in (student.unet, student.ema_unet):
+        for got, want in zip(net.weights, teacher.ema_unet.weights):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with pytest.raises(ValueError, match="unconditional"):
+        make_student(tiny_ddpm(ddim_steps=3, num_classes=10), 2)
+
+
+# ----------------------------------------------------------------------------- keras-gen distill
+
+
+def _state(folder: Path):
+    try:
+        return json.loads((folder / "resume" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _final_variables(folder: Path):
+    state = _state(folder)
+    with np.load(folder / "resume" / state["variables_file"]) as data:
+        return state, {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory):
+    """One round (2 -> 1 steps) of `keras-gen distill` on a tiny teacher, run straight and run
+    again with a SIGKILL as soon as a mid-epoch checkpoint exists, then `--resume`d."""
+    root = tmp_path_factory.mktemp("distill")
+    keras.utils.set_random_seed(3)
+    teacher = root / "teacher.keras"
+    tiny_ddpm(ddim_steps=2).save(teacher)
+    cmd = [KERAS_GEN, "distill", str(teacher), "--preset", "tiny", "--from-steps", "2", "--to-steps", "1",
+           "--fid-n", "0", "--verbose", "0", "--checkpoint-every", "3"]
+    straight = start(cmd + ["--out", str(root / "straight")], root, "straight", root)
+    killed = start(cmd + ["--out", str(root / "killed")], root, "killed", root)
+    round_dir = root / "killed" / "round_1_2_to_1"
+    state_at_kill, deadline = None, time.monotonic() + 300
+    while time.monotonic() < deadline:
+        state = _state(round_dir)
+        if killed[0].poll() is not None:
+            state_at_kill = ("finished before a kill", state)
+            break
+        if state is not None and state["step_in_epoch"] > 0:
+            killed[0].send_signal(signal.SIGKILL)
+            killed[0].wait()
+            state_at_kill = (killed[0].returncode, _state(round_dir))
+            break
+        time.sleep(0.01)
+    straight = finish(straight, timeout=420)
+    resumed = finish(start([KERAS_GEN, "distill", "--resume", "--out", str(root / "killed"), "--verbose", "0"],
+                           root, "resume", root), timeout=420)
+    return SimpleNamespace(root=root, straight=straight, killed=state_at_kill, resumed=resumed)
+
+
+def test_distill_resumes_after_sigkill_with_the_same_weights(distilled):
+    assert distilled.straight.rc == 0, explain(distilled.straight)
+    rc, state = distilled.killed
+    assert rc == -signal.SIGKILL and state["step_in_epoch"] > 0, distilled.killed
+    assert distilled.resumed.rc == 0, explain(distilled.resumed)
+    assert f"at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}" in distilled.resumed.stdout
+    straight_state, straight = _final_variables(distilled.root / "straight" / "round_1_2_to_1")
+    resumed_state, resumed = _final_variables(distilled.root / "killed" / "round_1_2_to_1")
+    assert resumed_state["finished"] and resumed_state["resumes"] == 1
+    assert resumed_state["global_step"] == straight_state["global_step"] > 0
+    assert sorted(resumed) == sorted(straight)
+    for key in straight:
+        np.testing.assert_allclose(resumed[key], straight[key], rtol=0, atol=1e-6, err_msg=key)
+    record = json.loads((distilled.root / "killed" / "rounds.json").read_text())
+    assert [(r["model"], r["steps"], r["round"]) for r in record["records"]] == [("student", 1, 1)]
+    assert record["records"][0]["wall_seconds"] > 0
+
+
+def test_the_round_folder_holds_a_served_one_step_student(distilled, tmp_path):
+    folder = distilled.root / "straight" / "round_1_2_to_1"
+    for output in ("model.keras", "history.csv", "samples.png", "teacher_vs_student.png", "summary.json",
+                   "samples/epoch_001.png", "checkpoints/epoch_001.keras"):
+        assert (folder / output).exists(), output
+    info = read_export_info(folder / "saved_model")
+    assert info["kind"] == "distilled" and info["network_passes"] == 1
+    assert info["config"]["prediction"] == "v" and info["config"]["teacher_steps"] == 2
+    assert "sample_ddpm" not in info["signatures"]
+    student = keras.saving.load_model(folder / "model.keras")
+    assert isinstance(student, DistilledDDPM) and student.ddim_steps == 1
+    calls = {"default": export_call("serving_default", output="images", num_images=3, seed=4)}
+    served = check_export_in_child({"student": folder / "saved_model"}, calls, tmp_path,
+                                   while_running=lambda: student.sample(3, 4, progress=False))
+    np.testing.assert_allclose(served.arrays["default"], served.expected, rtol=0, atol=1e-5)
+
+
+def test_distill_refuses_what_it_cannot_do(distilled, tmp_path):
+    from keras_gen.distill import distill, round_steps
+
+    assert round_steps(64, 1) == [32, 16, 8, 4, 2, 1] and round_steps(8, 4) == [4]
+    for bad in ((6, 4), (4, 4), (3, 1)):
+        with pytest.raises(ValueError, match="halved"):
+            round_steps(*bad)
+    with pytest.raises(ValueError, match="--resume"):  # an existing distillation is not overwritten
+        distill(distilled.root / "teacher.keras", distilled.root / "straight", preset="tiny", fid_n=0)
+    with pytest.raises(ValueError, match="holds no distillation"):
+        distill(None, tmp_path / "nothing", resume=True)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a distillation"):
+        distill(distilled.root / "teacher.keras", tmp_path / "foreign", preset="tiny", fid_n=0)
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"
