@@ -85,14 +85,16 @@ def build_optimizers(model):
             optimizer.build(variables)
 
 
-def _canonical_names(variables) -> list[str]:
-    """Paths of ``variables`` with Keras' per-process auto-numbering renumbered within the list."""
+def canonical_paths(paths, auto_number=_AUTO_NUMBER) -> list[str]:
+    """``/``-separated paths with per-process auto-numbering (``auto_number``: a regex of the
+    suffix, e.g. Keras' "dense_3") renumbered by first appearance within the list, so two
+    processes that built the same model in a different context give the same names."""
     mapping, counts, names = {}, collections.Counter(), []
-    for v in variables:
+    for path in paths:
         parts = []
-        for token in v.path.split("/"):
+        for token in path.split("/"):
             if token not in mapping:
-                base = _AUTO_NUMBER.sub("", token)
+                base = auto_number.sub("", token)
                 mapping[token] = base if counts[base] == 0 else f"{base}_{counts[base]}"
                 counts[base] += 1
             parts.append(mapping[token])
@@ -113,7 +115,7 @@ def _unique(names: list[str]) -> list[str]:
 def variable_keys(groups: dict[str, list]) -> dict[str, object]:
     """{"<group>/<stable name>": variable} for a training_variables() dict (see module docstring)."""
     model_vars = groups.get("model", [])
-    model_names = _canonical_names(model_vars)
+    model_names = canonical_paths([v.path for v in model_vars])
     flat = {v.path.replace("/", "_"): name for v, name in zip(model_vars, model_names)}
     keys = {}
     for group, variables in groups.items():

@@ -11,16 +11,22 @@ value, and matches the two exports' variables by those reader names.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from keras_gen.checkpointing import canonical_paths
+
 _CALL_ATTRS = ("body", "f", "then_branch", "else_branch")
+# Layer names ("dense_3") and TensorFlow's name scopes ("dense_3_1") number per process.
+_OP_AUTO_NUMBER = re.compile(r"(_\d+)+$")
 
 
 def _reader_names(export_dir) -> dict[int, str]:
-    """{position in the export's variable list: name of the op that reads it in serving_default}."""
+    """{position in the export's variable list: name of the op that reads it in serving_default},
+    with the per-process numbering of layer and scope names renumbered (`canonical_paths`)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
@@ -49,7 +55,7 @@ def _reader_names(export_dir) -> dict[int, str]:
                         walk(callee, mapping, prefix + node.name + "/")
 
     walk(function, {arg: position[node] for arg, node in zip(args[len(args) - len(bound):], bound)}, "")
-    return names
+    return dict(zip(names, canonical_paths(list(names.values()), _OP_AUTO_NUMBER)))
 
 
 def copy_export_weights(model, export_dir):
