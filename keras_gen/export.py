@@ -49,11 +49,40 @@ def check_export_target(path, overwrite: bool = False):
                          "choose a new or empty path")
 
 
+def _float32_config(config):
+    """A serialized config with every mixed-precision dtype policy replaced by float32."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed"):
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {k: _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(v) for v in config]
+    return config
+
+
+def float32_model(model):
+    """``model`` itself when it computes in float32, else a float32 copy with the same weights.
+
+    A mixed-precision policy keeps float32 variables and only computes in bfloat16 / float16, so
+    the copy has the same variables. Exports are always float32: how fast an export runs must
+    not depend on the precision its training machine chose (bfloat16 is slower than float32 on
+    CPUs without bf16 instructions).
+    """
+    config = model.get_config()
+    converted = _float32_config(config)
+    if converted == config:
+        return model
+    copy = type(model).from_config(converted)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
     """Export ``model`` (any registered model kind) to a SavedModel directory at ``path``.
 
     Args:
-        model: a model with ``serving_endpoints()`` and ``get_config()``.
+        model: a model with ``serving_endpoints()`` and ``get_config()``; a mixed-precision model
+            is exported as its float32 copy (`float32_model`).
         path: target directory: new, empty, or (with ``overwrite=True``) an earlier export, which
             is then replaced atomically; anything else is refused (see `check_export_target`).
         metadata: extra JSON-able facts for the assets file (dataset, training steps, metrics...).
@@ -65,6 +94,7 @@ def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
     path = Path(path)
     check_export_target(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
+    model = float32_model(model)
     # Only the variables the endpoints use are saved (e.g. the DDPM's EMA U-Net, not its raw one).
     endpoints = model.serving_endpoints()
     archive = keras.export.ExportArchive()

@@ -197,6 +197,27 @@ def predicted_class_histogram(counts, path=None, *, class_names=None, title="Pre
     return save_figure(fig, path)
 
 
+def nearest_the_corner(rows):
+    """The row nearest the trilemma's corner (best FID, fastest, every class covered), or None.
+
+    Among the rows that cover the most classes, the one with the smallest distance to (lowest
+    FID, highest samples/s) in log-log space, each axis scaled to the span of the rows."""
+    rows = [r for r in rows if r.get("samples_per_s") and r.get("fid") is not None]
+    if not rows:
+        return None
+    most = max(r["classes_covered"] for r in rows)
+    rows = [r for r in rows if r["classes_covered"] == most]
+    log_fid = np.log([max(float(r["fid"]), 1e-2) for r in rows])
+    log_speed = np.log([float(r["samples_per_s"]) for r in rows])
+
+    def scaled(values, best):
+        span = values.max() - values.min()
+        return np.abs(values - best) / (span if span > 0 else 1.0)
+
+    distance = np.hypot(scaled(log_fid, log_fid.min()), scaled(log_speed, log_speed.max()))
+    return rows[int(np.argmin(distance))]
+
+
 def trilemma_chart(rows, path=None, *, references=(), title="The generative trilemma"):
     """Quality, speed and coverage of several generators in one figure (three panels).
 
@@ -205,7 +226,8 @@ def trilemma_chart(rows, path=None, *, references=(), title="The generative tril
     "nfe_per_sample", "classes_covered" and "normalized_entropy". ``references``: rows of the
     same form without speed (real data, noise, a single class), drawn in gray.
 
-    Panels: (1) FID against samples/s, both log scale (down-right is fast and good); (2) FID
+    Panels: (1) FID against samples/s, both log scale (down-right is fast and good; the row
+    `nearest_the_corner` of quality, speed and coverage is ringed); (2) FID
     against the class entropy (down-right is good and diverse); (3) classes holding >= 2% of
     the samples, for every row.
     """
@@ -233,6 +255,10 @@ def trilemma_chart(rows, path=None, *, references=(), title="The generative tril
     for i, r in enumerate(references):
         ax.axhline(fid_of(r), color=plt.cm.Greys(0.45 + 0.5 * i / max(1, len(references))),
                    ls=("--", ":", "-.")[i % 3], lw=1.2, label=f"{r['label']} (FID {r['fid']:.3g})")
+    best = nearest_the_corner(rows)
+    if best is not None:
+        ax.scatter([best["samples_per_s"]], [fid_of(best)], s=260, facecolors="none", edgecolors="black",
+                   linewidths=1.5, zorder=4, label=f"nearest the corner: {best['label']}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("speed: samples / second (log)")

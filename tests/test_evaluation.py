@@ -332,3 +332,18 @@ def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path, capsys):
     assert full["nfe_per_sample"] == 20 and report["ddpm_full_n"] == 6
     with pytest.raises(ValueError, match="ddpm_full_n"):
         evaluate_paths([export], n=12, ddpm_full_n=2, verbose=False)
+
+
+def test_the_row_nearest_the_trilemma_corner():
+    from keras_gen.plotting import nearest_the_corner
+
+    def row(label, fid, speed, classes=10):
+        return {"label": label, "fid": fid, "samples_per_s": speed, "classes_covered": classes}
+
+    slow_good, fast_bad = row("ddim50", 12.0, 5.0), row("gan", 65.0, 2500.0)
+    student = row("student4", 15.0, 60.0)
+    assert nearest_the_corner([slow_good, fast_bad]) in (slow_good, fast_bad)
+    assert nearest_the_corner([slow_good, fast_bad, student]) is student  # near both best values
+    # a fast, sharp model that drops classes is not the answer
+    assert nearest_the_corner([slow_good, fast_bad, student, row("collapsed", 5.0, 3000.0, classes=3)]) is student
+    assert nearest_the_corner([row("ref", 3.0, None)]) is None

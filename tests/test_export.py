@@ -191,6 +191,32 @@ def test_assets_describe_the_model(exports, kind):
     assert [w.shape for w in rebuilt.weights] == [w.shape for w in run.model.weights]
 
 
+def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
+    """An export's speed must not depend on its training machine's precision: a mixed_bfloat16
+    model is exported as a float32 copy with the same weights."""
+    from keras_gen.export import float32_model
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_vae()
+        model.sample(2, 0)  # builds it
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    copy = float32_model(model)
+    assert copy.dtype_policy.name == "float32" and copy.decoder.dtype_policy.name == "float32"
+    for got, want in zip(copy.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert float32_model(copy) is copy
+    path = export_saved_model(model, tmp_path / "vae")
+    info = read_export_info(path)
+    assert "mixed" not in json.dumps(info["config"])
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](
+        num_images=tf.constant(4), seed=tf.constant(3))["images"].numpy()
+    np.testing.assert_allclose(served, copy.sample(4, 3), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(served, model.sample(4, 3), rtol=0, atol=0.05)  # bf16 rounding only
+
+
 # ----------------------------------------------------------------------------- atomic writes
 
 

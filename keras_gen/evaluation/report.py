@@ -263,7 +263,13 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                           "samples_per_s": f"median of {speed_repeats} timed runs of one batch"},
               "rows": rows, "references": ref_rows, "notes": notes,
               "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "platform": sys.platform}
+    from keras_gen.plotting import nearest_the_corner
+
+    corner = nearest_the_corner(rows)
+    report["nearest_the_corner"] = None if corner is None else corner["label"]
     log(format_table(report))
+    if corner is not None:
+        log(f"nearest the corner of quality, speed and coverage: {corner['label']}")
     for note in notes:
         log(f"note: {note}")
     if json_path is None and report_dir is not None:
