@@ -395,6 +395,34 @@ def _os_error_line(exc: OSError) -> str:
     return _one_line(exc) if not where or str(exc.filename) in str(exc) else f"{_one_line(exc)}{where}"
 
 
+def import_tensorflow_quietly():
+    """Import TensorFlow and let it probe its devices with file descriptor 2 captured.
+
+    TensorFlow 2.21 prints its C++ start-up lines (oneDNN, CUDA drivers, cuInit) before absl
+    logging is initialised, so TF_CPP_MIN_LOG_LEVEL does not silence them; they would open every
+    command's output. They are shown after all if the import fails.
+    """
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()
+        except BaseException:
+            os.dup2(saved, 2)
+            capture.seek(0)
+            sys.stderr.write(capture.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -405,6 +433,8 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     try:
+        if args.command != "data":  # `data` needs TensorFlow only to fetch through tfds
+            import_tensorflow_quietly()
         args.func(args)
     except KeyboardInterrupt:
         print("keras-gen: interrupted", file=sys.stderr)

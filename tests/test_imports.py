@@ -87,3 +87,16 @@ def test_unknown_names_raise_attribute_error():
         keras_gen.not_a_name  # noqa: B018
     assert not hasattr(keras_gen, "annotations")
     assert not hasattr(keras_gen, "__main__")  # never runs the CLI by probing
+
+
+def test_the_cli_keeps_tensorflows_start_up_lines_off_stderr(tmp_path):
+    """TensorFlow prints oneDNN / CUDA lines before its logging is set up, whatever
+    TF_CPP_MIN_LOG_LEVEL says: a keras-gen command's stderr must not open with them."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+    result = subprocess.run([sys.executable, "-m", "keras_gen", "sample", str(REPO / "saved_models" / "vae"),
+                             "--n", "2", "--out", str(tmp_path / "grid.png")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "grid.png").is_file()
+    for line in ("oneDNN", "cuda", "cuInit", "absl::InitializeLog", "I0000", "E0000"):
+        assert line not in result.stderr, result.stderr[-3000:]
