@@ -138,7 +138,7 @@ def cmd_sample(args):
 
 def cmd_export(args):
     from keras_gen.export import export_keras_file
-    path = export_keras_file(args.path, args.out, ddim_eta=args.ddim_eta, overwrite=args.force)
+    path = export_keras_file(args.path, args.out, overwrite=args.force, ddim_eta=args.ddim_eta)
     print(f"exported {args.path} -> {path}")
 
 

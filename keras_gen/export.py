@@ -118,25 +118,23 @@ def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
     return path
 
 
-def export_keras_file(keras_path, path, *, ddim_eta=None, overwrite: bool = False) -> Path:
+def export_keras_file(keras_path, path, *, overwrite: bool = False, **options) -> Path:
     """Export a saved ``.keras`` model (e.g. a run's model.keras or an epoch checkpoint) to ``path``.
 
     The training facts of the run (dataset, preset, config, steps, wall time, machine) come from
     the run folder the file belongs to (keras_gen.runs.RunFolder.training_facts), when it has them;
-    for an epoch checkpoint, those at the end of that epoch. ``ddim_eta`` (DDPM only) replaces the
-    model's default DDIM eta in the export (and its config).
+    for an epoch checkpoint, those at the end of that epoch. ``options`` change the model's
+    serving defaults first, as its kind allows (``ModelKind.export_options``: a DDPM's
+    ``ddim_eta``); None values are ignored.
     """
+    from keras_gen.models.kinds import kind_of
     from keras_gen.runs import RunFolder
     from keras_gen.sampling import load_keras_model
 
     keras_path = Path(keras_path)
     check_export_target(path, overwrite)
     model = load_keras_model(keras_path)
-    if ddim_eta is not None:
-        if not hasattr(model, "ddim_eta"):
-            raise ValueError(f"ddim_eta applies to a DDPM, not to a {model.kind}")
-        from keras_gen.models.ddpm import check_ddim_eta
-        model.ddim_eta = check_ddim_eta(ddim_eta)
+    kind_of(model).apply_export_options(model, {k: v for k, v in options.items() if v is not None})
     run, epoch = RunFolder.of_keras_file(keras_path)
     return export_saved_model(model, path, metadata=run.training_facts(epoch), overwrite=overwrite)
 

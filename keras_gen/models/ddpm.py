@@ -451,6 +451,7 @@ class DDPMKind(ModelKind):
                      limit=256),
     }
     conditional_defaults = dict(label_dropout=0.1, guidance=3.0)
+    export_options = {"ddim_eta": lambda model, eta: setattr(model, "ddim_eta", check_ddim_eta(eta))}
     sample_options = {"sampler": _check_sampler, "steps": _check_steps,
                       "label": lambda value, info: Conditioning.of_info(info).label(value),
                       "guidance": lambda value, info: Conditioning.of_info(info).guidance(value)}

@@ -208,6 +208,7 @@ class DistilledKind(DDPMKind):
     }
     conditional_defaults = {}
     sample_options = {"steps": DDPMKind.sample_options["steps"]}
+    export_options = {}  # a student was trained for deterministic DDIM: no eta to change
 
     def check_config(self, config):
         if config.get("num_classes") is not None:

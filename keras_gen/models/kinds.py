@@ -20,6 +20,8 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``figures(model, config, out)`` the extra figures a finished run draws
 ``sample_options``        {option: checker} the kind's ``sample()`` accepts beyond n and seed,
                           checked the same way for a ``.keras`` file and for an export
+``export_options``        {option: setter(model, value)}: serving defaults ``keras-gen export``
+                          may change before exporting (a DDPM's ``ddim_eta``)
 ``export_call(info, options)`` which export signature serves those options, with which inputs
 ``network_passes(info, options)`` network evaluations per sample of such a call
 ``evaluation_runs(info, ...)`` the rows ``keras-gen evaluate`` draws for one model
@@ -52,6 +54,7 @@ class ModelKind(abc.ABC):
     presets: dict = {}
     conditional_defaults: dict = {}
     sample_options: dict = {}
+    export_options: dict = {}
 
     # ----------------------------------------------------------------- training
     def data_options(self, config: dict) -> dict:
@@ -99,6 +102,15 @@ class ModelKind(abc.ABC):
             raise ValueError(f"a {self.name} model does not take {', '.join(unknown)} (options: {allowed})")
         return {key: self.sample_options[key](value, info) for key, value in options.items()
                 if value is not None}
+
+    def apply_export_options(self, model, options: dict):
+        """Set the serving defaults in ``options`` on ``model`` (``export_options``), or ValueError
+        naming an option this kind does not have."""
+        for key, value in options.items():
+            if key not in self.export_options:
+                allowed = ", ".join(sorted(self.export_options)) or "none"
+                raise ValueError(f"{key} does not apply to a {self.name} export (options: {allowed})")
+            self.export_options[key](model, value)
 
     def export_call(self, info: dict, options: dict) -> tuple[str, dict]:
         """(signature name, {input: (dtype, value)}) of the export call that serves the checked
