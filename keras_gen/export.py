@@ -20,6 +20,7 @@ import keras
 
 import keras_gen
 from keras_gen.files import atomic_write_bytes, replace_directory
+from keras_gen.models.precision import float32_model
 
 ASSET_NAME = "keras_gen.json"
 FORMAT_VERSION = 1
@@ -47,34 +48,6 @@ def check_export_target(path, overwrite: bool = False):
     if any(path.iterdir()):
         raise ValueError(f"{path} is a folder that is not a keras_gen export: refusing to replace it; "
                          "choose a new or empty path")
-
-
-def _float32_config(config):
-    """A serialized config with every mixed-precision dtype policy replaced by float32."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "DTypePolicy" and str(config.get("config", {}).get("name", "")).startswith("mixed"):
-            return {**config, "config": {**config["config"], "name": "float32"}}
-        return {k: _float32_config(v) for k, v in config.items()}
-    if isinstance(config, list):
-        return [_float32_config(v) for v in config]
-    return config
-
-
-def float32_model(model):
-    """``model`` itself when it computes in float32, else a float32 copy with the same weights.
-
-    A mixed-precision policy keeps float32 variables and only computes in bfloat16 / float16, so
-    the copy has the same variables. Exports are always float32: how fast an export runs must
-    not depend on the precision its training machine chose (bfloat16 is slower than float32 on
-    CPUs without bf16 instructions).
-    """
-    config = model.get_config()
-    converted = _float32_config(config)
-    if converted == config:
-        return model
-    copy = type(model).from_config(converted)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):

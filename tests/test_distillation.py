@@ -174,6 +174,21 @@ def test_a_perfect_teachers_target_is_its_two_steps_and_the_data_point(steps):
     np.testing.assert_allclose(out.numpy(), np.repeat(x_star, 3, 0), atol=1e-4)
 
 
+def test_targets_outside_the_data_range_are_clipped_unless_asked_not_to():
+    """A teacher whose data sits at 1.5 (outside [-1, 1]): its exact target is 1.5, clipped to 1."""
+    schedule = NoiseSchedule(TINY_T)
+    x_star = np.full((1, 32, 32, 1), 1.5, "float32")
+    z = schedule.q_sample(np.repeat(x_star, 2, 0), tf.constant([19, 9]), tf.zeros((2, 32, 32, 1)))
+    targets = {}
+    for clip in (True, False):
+        teacher = SimpleNamespace(ema_unet=ExactNoise(schedule, x_star), prediction="eps", schedule=schedule)
+        student = DistilledDDPM(tiny_unet(), schedule, teacher_steps=4, ddim_steps=2, seed=0)
+        distillation = ProgressiveDistillation(teacher, student, clip_teacher_x0=False, clip_target=clip)
+        targets[clip] = distillation.distillation_target(z, tf.constant([2, 1]))[1].numpy()
+    np.testing.assert_allclose(targets[False], 1.5, atol=1e-3)
+    np.testing.assert_array_equal(targets[True], 1.0)
+
+
 def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
     keras.utils.set_random_seed(2)
     teacher = tiny_ddpm(ddim_steps=3)

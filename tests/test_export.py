@@ -196,19 +196,20 @@ def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
     model is exported as a float32 copy with the same weights."""
     from keras_gen.export import float32_model
 
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")  # as during a mixed-precision run
     try:
         model = tiny_vae()
         model.sample(2, 0)  # builds it
+        copy = float32_model(model)
+        path = export_saved_model(model, tmp_path / "vae")
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert model.dtype_policy.name == "mixed_bfloat16"
-    copy = float32_model(model)
-    assert copy.dtype_policy.name == "float32" and copy.decoder.dtype_policy.name == "float32"
+    assert model.dtype_policy.name == "mixed_bfloat16" and model.decoder.layers[-1].dtype_policy.name == "mixed_bfloat16"
+    layers = [copy] + list(copy._flatten_layers(include_self=False))
+    assert len(layers) > 5 and {layer.dtype_policy.name for layer in layers} == {"float32"}
     for got, want in zip(copy.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(got, want)
     assert float32_model(copy) is copy
-    path = export_saved_model(model, tmp_path / "vae")
     info = read_export_info(path)
     assert "mixed" not in json.dumps(info["config"])
     served = tf.saved_model.load(str(path)).signatures["serving_default"](

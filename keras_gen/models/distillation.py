@@ -10,7 +10,8 @@ grid point t = t_i, with z_t = alpha_t x + sigma_t eps:
 1. the teacher runs two deterministic DDIM steps z_t -> z_mid -> z_next (t_mid on the 2N grid);
 2. the target x~ is the clean image for which *one* DDIM step from z_t lands on z_next:
    x~ = (z_next - (sigma_next / sigma_t) z_t) / (alpha_next - (sigma_next / sigma_t) alpha_t)
-   (at the last step, t_next = -1: alpha = 1, sigma = 0, so x~ = z_next);
+   (at the last step, t_next = -1: alpha = 1, sigma = 0, so x~ = z_next), clipped to the data
+   range (see ``clip_target``);
 3. the student, initialised from the teacher's weights, regresses its prediction (v by default)
    on the value that x~ implies. The v loss is the paper's "SNR + 1" weighting of the x error.
 
@@ -32,6 +33,7 @@ from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM, DDPMKind
 from keras_gen.models.kinds import register_model_kind
+from keras_gen.models.precision import float32_model
 from keras_gen.models.replicas import replica_share, step_logs
 
 
@@ -96,18 +98,24 @@ class ProgressiveDistillation(keras.Model):
         clip_teacher_x0: clip the teacher's clean-image estimates to the data range [-1, 1]
             before its DDIM steps (diffusers' ``clip_sample``); it tames an eps teacher's
             x0 = (z - sigma eps) / alpha where alpha is near 0.
+        clip_target: clip the target x~ to [-1, 1] too (not in the paper). At the noisiest grid
+            point x~ divides by alpha_next - (sigma_next / sigma_t) alpha_t (~0.003 for 16 steps
+            of T = 1000): the shipped eps teacher's targets there spread over [-4.3, 8.7] and
+            dominated the loss, while moving x~ by d moves the student's next point by only
+            ~0.003 d. Clipping keeps those points from swamping the others.
     """
 
     kind = "distilled"
 
-    def __init__(self, teacher: DDPM, student: DistilledDDPM, seed=None, clip_teacher_x0=True, **kwargs):
+    def __init__(self, teacher: DDPM, student: DistilledDDPM, seed=None, clip_teacher_x0=True, clip_target=True,
+                 **kwargs):
         super().__init__(**kwargs)
         if teacher.schedule != student.schedule:
             raise ValueError(f"teacher and student need one schedule, got {teacher.schedule} and {student.schedule}")
         self.teacher, self.student = teacher, student
         self.teacher.trainable = False
         self.steps = int(student.ddim_steps)
-        self.clip_teacher_x0 = bool(clip_teacher_x0)
+        self.clip_teacher_x0, self.clip_target = bool(clip_teacher_x0), bool(clip_target)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = True
@@ -142,7 +150,8 @@ class ProgressiveDistillation(keras.Model):
         alpha_next, sigma_next = alpha_sigma(schedule, tf.maximum(t_next, 0), z)
         alpha_next = ops.where(last, 1.0, alpha_next)
         ratio = ops.where(last, 0.0, sigma_next / sigma)
-        return t, (z_next - ratio * z) / (alpha_next - ratio * alpha)
+        x_target = (z_next - ratio * z) / (alpha_next - ratio * alpha)
+        return t, ops.clip(x_target, -1.0, 1.0) if self.clip_target else x_target
 
     def distillation_loss(self, x0, training=True):
         """MSE of the student's prediction against the distillation target, at grid points i drawn
@@ -177,7 +186,11 @@ class ProgressiveDistillation(keras.Model):
 
 
 def load_teacher(path) -> DDPM:
-    """The DDPM of a ``.keras`` file (a trained DDPM or an earlier round's student)."""
+    """The DDPM of a ``.keras`` file (a trained DDPM or an earlier round's student), in float32.
+
+    Float32 whatever it trained in: the target divides the teacher's two-step result by
+    alpha_next - (sigma_next / sigma_t) alpha_t, which is ~0.003 at the first step of a 32-step
+    grid, so bfloat16's rounding of the teacher's output (~0.4%) would swamp the targets there."""
     from pathlib import Path
 
     if not path:
@@ -187,7 +200,7 @@ def load_teacher(path) -> DDPM:
     if not isinstance(teacher, DDPM):
         raise ValueError(f"{path} holds a {getattr(teacher, 'kind', type(teacher).__name__)}, not a DDPM: "
                          "only diffusion models can be distilled")
-    return teacher
+    return float32_model(teacher)
 
 
 @register_model_kind
