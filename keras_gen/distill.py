@@ -99,6 +99,18 @@ def _chart(out: Path, records: list):
         fid_vs_steps(series, out / "fid_vs_steps.png", title="Progressive distillation: FID vs steps")
 
 
+def _record_lineage(export, record: dict):
+    """Write into a student's export the rounds that made it and their total training time."""
+    from keras_gen.export import read_export_info, write_export_info
+
+    rounds = [{k: r[k] for k in ("round", "steps", "wall_seconds", "training_steps")}
+              for r in record["records"] if r["model"] == "student"]
+    info = read_export_info(export)
+    info["distillation"] = {"teacher": record["teacher"], "rounds": rounds,
+                            "wall_seconds_total": round(sum(r["wall_seconds"] for r in rounds), 1)}
+    write_export_info(export, info)
+
+
 def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, preset: str = "cpu",
             resume: bool = False, fid_n: int = 1000, verbose: int = 1, checkpoint_every: int = 500,
             **overrides) -> dict:
@@ -158,6 +170,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
                                           settings["fid_n"], dataset))
             record["records"] = [r for r in record["records"] if r.get("round") != k] + [entry]
             atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
+            _record_lineage(folder / "saved_model", record)
             _chart(out, record["records"])
         previous = folder / "model.keras"
     _chart(out, record["records"])

@@ -130,3 +130,8 @@ def read_export_info(path) -> dict:
         raise ValueError(f"{path} was exported by a newer keras_gen (format "
                          f"{info['format_version']} > {FORMAT_VERSION}); upgrade keras_gen")
     return info
+
+
+def write_export_info(path, info: dict):
+    """Replace an export's assets/keras_gen.json (atomically): e.g. to record its evaluation."""
+    atomic_write_bytes(Path(path) / "assets" / ASSET_NAME, json.dumps(info, indent=2, default=str).encode())

@@ -276,6 +276,10 @@ def test_the_round_folder_holds_a_served_one_step_student(distilled, tmp_path):
     assert info["kind"] == "distilled" and info["network_passes"] == 1
     assert info["config"]["prediction"] == "v" and info["config"]["teacher_steps"] == 2
     assert "sample_ddpm" not in info["signatures"]
+    [round_1] = info["distillation"]["rounds"]  # the lineage and cost of the student
+    assert round_1["steps"] == 1 and info["distillation"]["wall_seconds_total"] == round_1["wall_seconds"] > 0
+    from keras_gen.evaluation import model_card
+    assert "over 1 rounds from the teacher" in model_card([folder / "saved_model"])
     student = keras.saving.load_model(folder / "model.keras")
     assert isinstance(student, DistilledDDPM) and student.ddim_steps == 1
     calls = {"default": export_call("serving_default", output="images", num_images=3, seed=4)}

@@ -8,19 +8,14 @@ parameters, training time, classifier FID, coverage, samples/s. Nothing in the t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from keras_gen.export import ASSET_NAME, read_export_info
+from keras_gen.export import read_export_info, write_export_info
 from keras_gen.files import atomic_write_bytes
 
 ROW_KEYS = ("label", "sampler", "steps", "nfe_per_sample", "n", "fid", "kid_mean", "precision", "recall",
             "classes_covered", "normalized_entropy", "min_class_fraction", "inception_score",
             "samples_per_s")
-
-
-def _write_info(path: Path, info: dict):
-    atomic_write_bytes(path / "assets" / ASSET_NAME, json.dumps(info, indent=2, default=str).encode())
 
 
 def record_evaluation(report: dict) -> list[Path]:
@@ -40,7 +35,7 @@ def record_evaluation(report: dict) -> list[Path]:
         info["evaluation"] = {"dataset": report["dataset"], "classifier": report["classifier"],
                               "real": report["real"], "seed": report["seed"],
                               "created": report["created"], "rows": rows}
-        _write_info(path, info)
+        write_export_info(path, info)
         written.append(path)
     return written
 
@@ -60,12 +55,31 @@ def export_parameters(path) -> int:
 
 
 def _default_row(info: dict) -> dict | None:
-    """The evaluation row of the export's default sampler (serving_default)."""
+    """The evaluation row of the export's default sampler (serving_default): the row with its
+    ``network_passes`` (a DDPM's DDIM steps, not its full chain), else the first."""
     rows = (info.get("evaluation") or {}).get("rows") or []
-    if info.get("kind") == "ddpm":
-        steps = info["config"].get("ddim_steps")
-        rows = [r for r in rows if r.get("sampler") == "ddim" and r.get("steps") == steps] or rows
+    passes = info.get("network_passes")
+    rows = [r for r in rows if r.get("nfe_per_sample") == passes and r.get("sampler") != "ddpm"] or rows
     return rows[0] if rows else None
+
+
+def _sampler_cell(row: dict) -> str:
+    """"one pass (1)" for a one-pass generator, else e.g. "DDIM 50 (50)"."""
+    if not row.get("sampler"):
+        return f"one pass ({row['nfe_per_sample']})"
+    return f"{row['sampler'].upper()} {row['steps']} ({row['nfe_per_sample']})"
+
+
+def _train_time_cell(info: dict) -> str:
+    """Training minutes and epochs; for a distilled student also the whole distillation's time."""
+    training = info.get("training") or {}
+    minutes = training.get("wall_seconds")
+    cell = f"{_fmt(None if minutes is None else minutes / 60, '.1f')} min, {training.get('epochs')} epochs"
+    distillation = info.get("distillation")
+    if distillation:
+        cell += (f" (this round; {distillation['wall_seconds_total'] / 60:.0f} min over "
+                 f"{len(distillation['rounds'])} rounds from the teacher)")
+    return cell
 
 
 def _fmt(value, spec):
@@ -79,19 +93,16 @@ def model_card(paths) -> str:
     lines = [head]
     for path in paths:
         info = read_export_info(path)
-        training = info.get("training") or {}
-        minutes = training.get("wall_seconds")
         base = (f"| {Path(path).name} ({info['kind'].upper()}, {info.get('preset', '?')} preset) | {{sampler}} | "
                 f"{export_size_bytes(path) / 2**20:.1f} MB | {export_parameters(path):,} | "
-                f"{_fmt(None if minutes is None else minutes / 60, '.1f')} min, {training.get('epochs')} epochs |")
+                f"{_train_time_cell(info)} |")
         default = _default_row(info)
         rows = (info.get("evaluation") or {}).get("rows") or []
         ordered = ([default] if default else []) + [r for r in rows if r is not default]
         if not ordered:
             lines.append(base.format(sampler="-") + " not measured | | | |")
         for row in ordered:
-            sampler = ("one pass (1)" if info["kind"] != "ddpm"
-                       else f"{row['sampler'].upper()} {row['steps']} ({row['nfe_per_sample']})")
+            sampler = _sampler_cell(row)
             if row.get("eta"):
                 sampler += f", eta {row['eta']:g}"
             if row is not default:
