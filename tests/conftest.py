@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from helpers import tiny_dcgan, tiny_vae, weights_of
+import subprocess_jobs
+from helpers import CONDITIONAL_CLASSES, CONDITIONAL_DDIM_STEPS, tiny_dcgan, tiny_vae, weights_of
 from keras_gen.data import sources
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -126,3 +128,125 @@ def tiny_dcgan_run(mnist_sample):
     history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)
     return SimpleNamespace(model=model, before=before, after_one_step=after_one_step,
                            history=history.history)
+
+
+# ------------------------------------------------------------------ tiny `keras-gen train` runs
+# The same uninterrupted runs serve test_ddpm.py and test_export.py (their run folders and CLI) and
+# test_resume.py (the reference a killed-and-resumed run must end bitwise equal to): each is run
+# once per session, as the real console command, and read, never written, by the tests.
+
+KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
+TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"],
+                   "ddpm": ["ddpm"]}
+TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", "3"]
+
+
+class TinyTrainRuns:
+    """`keras-gen train <kind> TINY_TRAIN_FLAGS --out <root>/<name>` for each name of
+    TINY_TRAIN_JOBS, started on first request (side by side with whatever runs then) and waited
+    for once. ``start(*names)`` starts them in the background; ``result(name)`` waits and returns
+    SimpleNamespace(rc, stdout, stderr, out)."""
+
+    def __init__(self, root: Path):
+        self.root, self.jobs, self.results = root, {}, {}
+
+    def command(self, name):
+        return [KERAS_GEN, "train", *TINY_TRAIN_JOBS[name], *TINY_TRAIN_FLAGS, "--out", str(self.root / name)]
+
+    def kind(self, name):
+        return TINY_TRAIN_JOBS[name][0]
+
+    def start(self, *names):
+        for name in names:
+            if name not in self.jobs:
+                self.jobs[name] = subprocess_jobs.start(self.command(name), self.root, f"train_{name}", self.root)
+
+    def result(self, name):
+        if name not in self.results:
+            self.start(name)
+            done = subprocess_jobs.finish(self.jobs[name], timeout=600)
+            self.results[name] = SimpleNamespace(rc=done.rc, stdout=done.stdout, stderr=done.stderr,
+                                                 out=self.root / name)
+        return self.results[name]
+
+    def kill_unfinished(self):
+        for process, _, _ in self.jobs.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_train_runs(tmp_path_factory):
+    """The session's TinyTrainRuns (run folders under one temporary root)."""
+    runs = TinyTrainRuns(tmp_path_factory.mktemp("tiny_train"))
+    yield runs
+    runs.kill_unfinished()
+
+
+# ------------------------------------------------------------------ shared tiny exports
+# Exporting (tracing every signature) is what these models cost most: each is exported once per
+# session and loaded, never rewritten, by the files that serve it (test_export.py, in a child;
+# test_serving_guards.py and test_evaluation.py, in process).
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory, tiny_vae_run, tiny_dcgan_run):
+    """tiny_vae_run's and tiny_dcgan_run's models exported: {"vae": path, "dcgan": path}, with
+    metadata {"dataset": "mnist", "training": {"steps": 12}}."""
+    from keras_gen.export import export_saved_model
+
+    root = tmp_path_factory.mktemp("tiny_exports")
+    return {kind: export_saved_model(run.model, root / kind / "saved_model",
+                                     metadata={"dataset": "mnist", "training": {"steps": 12}})
+            for kind, run in (("vae", tiny_vae_run), ("dcgan", tiny_dcgan_run))}
+
+
+@pytest.fixture(scope="session")
+def conditional_trained(mnist_sample):
+    """A conditional (10 classes) VAE, DCGAN and DDPM, each trained with fit on real labelled
+    MNIST digits: {kind: SimpleNamespace(model, history)} (the DCGAN's also d_before, its
+    discriminator's trainable weights before training). Shared read-only by test_conditional.py
+    and test_serving_guards.py."""
+    import keras
+
+    from helpers import tiny_ddpm
+    from keras_gen.data import dataset_from_arrays
+
+    C = CONDITIONAL_CLASSES
+    images, labels = mnist_sample
+    keras.utils.set_random_seed(0)
+    runs = {}
+
+    vae = tiny_vae(C)  # latent 2: the class has to come from the label
+    vae.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
+    data = dataset_from_arrays(images[:1024], labels[:1024], 64, binarize=True, with_labels=True, seed=0)
+    runs["vae"] = SimpleNamespace(model=vae, history=vae.fit(data, epochs=3, verbose=0).history)
+
+    dcgan = tiny_dcgan(C)
+    dcgan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+                  g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), jit_compile=False)
+    data = dataset_from_arrays(images[:256], labels[:256], 64, value_range="-1_1", with_labels=True,
+                               drop_remainder=True, seed=0)
+    d_before = [w.numpy().copy() for w in dcgan.discriminator.trainable_weights]
+    runs["dcgan"] = SimpleNamespace(model=dcgan, history=dcgan.fit(data, epochs=3, verbose=0).history,
+                                    d_before=d_before)
+
+    ddpm = tiny_ddpm(num_classes=C, ddim_steps=CONDITIONAL_DDIM_STEPS)
+    # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 8 steps
+    # themselves (tutorial 05, run by test_tutorials.py, trains a conditional DDPM compiled).
+    ddpm.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False, run_eagerly=True)
+    data = dataset_from_arrays(images[:128], labels[:128], 32, value_range="-1_1", pad_to=32,
+                               with_labels=True, seed=0)
+    runs["ddpm"] = SimpleNamespace(model=ddpm, history=ddpm.fit(data, epochs=2, verbose=0).history)
+    return runs
+
+
+@pytest.fixture(scope="session")
+def conditional_exports(tmp_path_factory, conditional_trained):
+    """conditional_trained's models exported (metadata {"dataset": "mnist"}): {kind: path}."""
+    from keras_gen.export import export_saved_model
+
+    root = tmp_path_factory.mktemp("conditional_exports")
+    return {kind: export_saved_model(run.model, root / kind, metadata={"dataset": "mnist"})
+            for kind, run in conditional_trained.items()}

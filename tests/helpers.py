@@ -45,6 +45,8 @@ def weights_changed(before, after):
 # seed it (keras.utils.set_random_seed) first where the initial weights matter.
 
 TINY_T = 20  # timesteps of every tiny DDPM
+CONDITIONAL_CLASSES = 10  # classes of conftest.conditional_trained's models
+CONDITIONAL_DDIM_STEPS = 3  # its DDPM's ddim_steps (as in tests/data/unconditional_golden.json)
 
 
 def tiny_vae(num_classes=None, **kwargs):

@@ -1,7 +1,9 @@
 """Running child processes side by side in tests, with their output in files."""
 
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,3 +73,62 @@ sys.meta_path.insert(0, RefuseKerasGen())
 import numpy as np
 import tensorflow as tf
 '''
+
+
+# Runs several `keras-gen` commands one after the other in one interpreter (one TensorFlow import
+# instead of one per command): argv: spec.json (a list of [name, argv, stdout path, stderr path]),
+# result.json ({name: exit code}). Each command's stdout / stderr go to its own files; the exit code
+# is what the console script would exit with (main()'s return value, or SystemExit's code), and an
+# exception main() lets through is printed as a traceback on that command's stderr, exit code 1.
+CLI_CHILD = r'''
+import contextlib, json, sys, traceback
+with open(sys.argv[1]) as f:
+    spec = json.load(f)
+from keras_gen.cli import main
+codes = {}
+for name, argv, out, err in spec:
+    with open(out, "w") as fo, open(err, "w") as fe, contextlib.redirect_stdout(fo), contextlib.redirect_stderr(fe):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+            if code is None:
+                code = 0
+            elif not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    codes[name] = code
+with open(sys.argv[2], "w") as f:
+    json.dump(codes, f)
+'''
+
+
+def cli_commands_in_one_child(named_argvs, log_dir: Path, cwd: Path, name="cli_child", env=None):
+    """Start one child that runs ``keras-gen`` commands ({name: argv without "keras-gen"}) in turn;
+    the job for finish_cli_commands."""
+    log_dir = Path(log_dir)
+    spec = [[key, [str(a) for a in argv], str(log_dir / f"{name}.{key}.stdout"),
+             str(log_dir / f"{name}.{key}.stderr")] for key, argv in named_argvs.items()]
+    spec_path, result_path = log_dir / f"{name}.spec.json", log_dir / f"{name}.result.json"
+    spec_path.write_text(json.dumps(spec))
+    if result_path.exists():
+        result_path.unlink()
+    job = start([sys.executable, "-c", CLI_CHILD, str(spec_path), str(result_path)], log_dir, name, cwd, env)
+    return SimpleNamespace(job=job, spec=spec, result_path=result_path)
+
+
+def finish_cli_commands(started, timeout=420):
+    """{name: SimpleNamespace(rc, stdout, stderr)} of each command; the child itself must succeed."""
+    child = finish(started.job, timeout)
+    assert child.rc == 0 and started.result_path.exists(), explain(child)
+    codes = json.loads(started.result_path.read_text())
+    return {key: SimpleNamespace(rc=codes[key], stdout=Path(out).read_text(), stderr=Path(err).read_text())
+            for key, _, out, err in started.spec}
+
+
+def run_cli_commands(named_argvs, log_dir, cwd, name="cli_child", env=None, timeout=420):
+    """Run ``keras-gen`` commands one after the other in one child process (see CLI_CHILD)."""
+    return finish_cli_commands(cli_commands_in_one_child(named_argvs, log_dir, cwd, name, env), timeout)

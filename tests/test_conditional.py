@@ -2,8 +2,8 @@
 classifier-free guidance, training on real labelled MNIST, conditional exports (sample_class in a
 process without keras_gen), the conditional evaluation and the `--num-classes` / `--label` CLI.
 
-The tiny conditional models are trained once per module on the committed real MNIST sample and
-shared read-only.
+The tiny conditional models are trained and exported once per session on the committed real MNIST
+sample (conftest.conditional_trained / conditional_exports) and shared read-only.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (TINY_T, assert_keras_round_trip, check_export_in_child, export_call, tiny_dcgan, tiny_ddpm,
-                     tiny_unet, tiny_vae, unnumbered, unnumbered_layout)
+from helpers import (CONDITIONAL_CLASSES, CONDITIONAL_DDIM_STEPS, TINY_T, assert_keras_round_trip,
+                     check_export_in_child, export_call, tiny_dcgan, tiny_ddpm, tiny_unet, tiny_vae, unnumbered,
+                     unnumbered_layout)
 from keras_gen.data import dataset_from_arrays, preprocess_images
 from keras_gen.diffusion import NoiseSchedule
 from keras_gen.evaluation import class_accuracy, conditional_metrics, guidance_sweep, per_class_fid
@@ -49,34 +50,11 @@ def build(kind, num_classes=None):
 
 
 @pytest.fixture(scope="module")
-def trained(mnist_sample):
-    """A conditional VAE, DCGAN and DDPM, each trained with fit on real labelled MNIST digits."""
-    images, labels = mnist_sample
-    keras.utils.set_random_seed(0)
-    runs = {}
-
-    vae = tiny_vae(C)  # latent 2: the class has to come from the label
-    vae.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=False)
-    data = dataset_from_arrays(images[:1024], labels[:1024], 64, binarize=True, with_labels=True, seed=0)
-    runs["vae"] = SimpleNamespace(model=vae, history=vae.fit(data, epochs=3, verbose=0).history)
-
-    dcgan = tiny_dcgan(C)
-    dcgan.compile(d_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
-                  g_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5), jit_compile=False)
-    data = dataset_from_arrays(images[:256], labels[:256], 64, value_range="-1_1", with_labels=True,
-                               drop_remainder=True, seed=0)
-    d_before = [w.numpy().copy() for w in dcgan.discriminator.trainable_weights]
-    runs["dcgan"] = SimpleNamespace(model=dcgan, history=dcgan.fit(data, epochs=3, verbose=0).history,
-                                    d_before=d_before)
-
-    ddpm = build("ddpm", C)
-    # Eager: tracing the U-Net's train step costs ~20 s on 2 CPU cores, more than the 8 steps
-    # themselves (tutorial 05, run by test_tutorials.py, trains a conditional DDPM compiled).
-    ddpm.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False, run_eagerly=True)
-    data = dataset_from_arrays(images[:128], labels[:128], 32, value_range="-1_1", pad_to=32,
-                               with_labels=True, seed=0)
-    runs["ddpm"] = SimpleNamespace(model=ddpm, history=ddpm.fit(data, epochs=2, verbose=0).history)
-    return runs
+def trained(conditional_trained):
+    """A conditional VAE, DCGAN and DDPM, each trained with fit on real labelled MNIST digits (the
+    session's conftest.conditional_trained, shared with test_serving_guards.py)."""
+    assert CONDITIONAL_CLASSES == C and CONDITIONAL_DDIM_STEPS == DDIM_STEPS
+    return conditional_trained
 
 
 @pytest.fixture(scope="module")
@@ -415,9 +393,9 @@ def export_calls(trained):
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    """The three conditional models exported and served by one child process without keras_gen,
-    while this process computes the same draws."""
+def exported(trained, conditional_exports, tmp_path_factory):
+    """The three conditional models exported (conftest.conditional_exports) and served by one child
+    process without keras_gen, while this process computes the same draws."""
     def expected():
         arrays = {}
         for kind, run in trained.items():
@@ -431,9 +409,8 @@ def exported(trained, tmp_path_factory):
         return arrays
 
     calls, errors = export_calls(trained)
-    served = check_export_in_child({kind: run.model for kind, run in trained.items()}, calls,
-                                   tmp_path_factory.mktemp("conditional_exports"), errors=errors,
-                                   metadata={"dataset": "mnist"}, while_running=expected)
+    served = check_export_in_child(conditional_exports, calls, tmp_path_factory.mktemp("conditional_exports"),
+                                   errors=errors, while_running=expected)
     return SimpleNamespace(paths={kind: str(path) for kind, path in served.paths.items()}, arrays=served.arrays,
                            expected=served.expected, result=served.result)
 

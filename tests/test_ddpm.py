@@ -9,7 +9,6 @@ module on the committed real MNIST sample (padded to 32x32, [-1, 1]) and shared 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +24,7 @@ from keras_gen.diffusion import NoiseSchedule, samplers
 from keras_gen.export import ASSET_NAME, read_export_info
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM
-from subprocess_jobs import explain, finish, run_all, start
+from subprocess_jobs import explain, run_cli_commands
 
 T = TINY_T
 DDIM_STEPS = 5
@@ -518,30 +517,22 @@ def test_model_from_export_rebuilds_the_trained_model(exported):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cli_train_job(request, tmp_path_factory):
-    """`train ddpm --preset tiny` started in the background as the module begins (when its CLI
-    tests are selected), so that it overlaps the in-process tests."""
-    if not any("cli_runs" in item.fixturenames for item in request.session.items
-               if item.module is request.module):
-        yield None
-        return
-    root = tmp_path_factory.mktemp("ddpm_cli")
-    out = root / "run"
-    job = start([sys.executable, "-m", "keras_gen", "train", "ddpm", "--preset", "tiny", "--out", str(out),
-                 "--verbose", "0"], root, "train", cwd=root)
-    yield SimpleNamespace(root=root, out=out, job=job)
-    if job[0].poll() is None:  # the module ended before a test waited for it
-        job[0].kill()
-        job[0].wait()
+def cli_train_job(request, tiny_train_runs):
+    """`train ddpm --preset tiny` (the session's, conftest.tiny_train_runs) started in the background
+    as the module begins (when its CLI tests are selected), so that it overlaps the in-process tests."""
+    if any("cli_runs" in item.fixturenames for item in request.session.items if item.module is request.module):
+        tiny_train_runs.start("ddpm")
 
 
 @pytest.fixture(scope="module")
-def cli_runs(cli_train_job):
-    """The training run, then `sample` on its saved_model with each sampler and a bad --steps."""
-    root, out = cli_train_job.root, cli_train_job.out
-    train = finish(cli_train_job.job)
-    sample = [sys.executable, "-m", "keras_gen", "sample", str(out / "saved_model"), "--n", "8"]
-    samples = run_all({
+def cli_runs(tiny_train_runs, tmp_path_factory):
+    """The training run, then `sample` on its saved_model with each sampler and a bad --steps
+    (the three commands in one child process, subprocess_jobs.run_cli_commands)."""
+    root = tmp_path_factory.mktemp("ddpm_cli")
+    train = tiny_train_runs.result("ddpm")
+    out = train.out
+    sample = ["sample", str(out / "saved_model"), "--n", "8"]
+    samples = run_cli_commands({
         "ddim": sample + ["--sampler", "ddim", "--steps", "5", "--out", str(root / "ddim.png")],
         "ddpm": sample + ["--sampler", "ddpm", "--out", str(root / "ddpm.png")],
         "too_many_steps": sample + ["--sampler", "ddim", "--steps", "999", "--out", str(root / "bad.png")],

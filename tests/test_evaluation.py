@@ -264,10 +264,8 @@ def test_ddpm_exports_are_planned_at_full_ddpm_and_each_ddim_step_count():
     assert len(runs) == 1 and runs[0]["nfe_per_sample"] == 1 and not notes
 
 
-def test_evaluate_paths_on_a_tiny_exported_vae(tiny_vae_run, tmp_path):
-    from keras_gen import export_saved_model
-
-    export = export_saved_model(tiny_vae_run.model, tmp_path / "vae_tiny", metadata={"dataset": "mnist"})
+def test_evaluate_paths_on_a_tiny_exported_vae(tiny_exports, tmp_path):
+    export = tiny_exports["vae"]  # tiny_vae_run's model, exported with dataset "mnist"
     json_path, report_dir = tmp_path / "report.json", tmp_path / "report"
     report = evaluate_paths([export], n=64, json_path=json_path, report_dir=report_dir, batch_size=32,
                             n_real=1000, speed_repeats=2, kid_subsets=5, verbose=False)

@@ -2,8 +2,9 @@
 
 Exports are loaded in a child process that never imports keras_gen (an import hook there refuses
 it, and the child asserts it is absent from sys.modules), and listed with saved_model_cli. The CLI
-tests run `python -m keras_gen train ... --preset tiny` on the cached real MNIST (`make test`
-fetches it first) and `python -m keras_gen sample` on the results.
+tests run `keras-gen train ... --preset tiny` on the cached real MNIST (`make test` fetches it
+first; the runs are the session's, conftest.tiny_train_runs) and `keras-gen sample` on the results
+(in one child process, subprocess_jobs.run_cli_commands).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from keras_gen.export import ASSET_NAME, export_saved_model, read_export_info
 from keras_gen.models.dcgan import DCGAN
 from keras_gen.models.serving import MAX_IMAGES
 from keras_gen.models.vae import VAE
-from subprocess_jobs import explain, run_all
+from subprocess_jobs import explain, run_cli_commands
 
 KINDS = ("vae", "dcgan")
 LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
@@ -61,14 +62,13 @@ def served_calls(kind, z):
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, tiny_vae_run, tiny_dcgan_run):
-    """Both tiny trained models exported and served by one child process without keras_gen,
-    while saved_model_cli lists each export."""
+def exports(tmp_path_factory, tiny_vae_run, tiny_dcgan_run, tiny_exports):
+    """Both tiny trained models exported (conftest.tiny_exports: metadata dataset mnist, training
+    steps 12) and served by one child process without keras_gen, while saved_model_cli lists each
+    export."""
     root = tmp_path_factory.mktemp("exports")
     models = {"vae": tiny_vae_run.model, "dcgan": tiny_dcgan_run.model}
-    paths = {kind: export_saved_model(model, root / kind / "saved_model",
-                                      metadata={"dataset": "mnist", "training": {"steps": 12}})
-             for kind, model in models.items()}
+    paths = {kind: tiny_exports[kind] for kind in KINDS}
     z = {kind: np.random.default_rng(3).normal(size=(4, model.latent_dim)).astype("float32")
          for kind, model in models.items()}
     calls, errors = {}, {}
@@ -272,23 +272,29 @@ def test_failed_export_keeps_the_previous_one(kind, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- the CLI
 
 
-CLI_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"]}
+CLI_JOBS = {"vae": "vae", "dcgan": "dcgan", "alternating": "dcgan"}  # conftest.TINY_TRAIN_JOBS: name -> kind
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cli_train_jobs(request, tiny_train_runs):
+    """The tiny training runs started in the background as the module begins (when its CLI tests
+    are selected), so that they overlap the in-process tests."""
+    if any("cli_runs" in item.fixturenames for item in request.session.items if item.module is request.module):
+        tiny_train_runs.start(*CLI_JOBS)
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory):
-    """`train <model> --preset tiny` for the VAE, the DCGAN (fit) and the DCGAN (alternating),
-    then `sample` on each saved_model (and on the alternating run's model.keras)."""
+def cli_runs(tmp_path_factory, tiny_train_runs):
+    """`keras-gen train <model> --preset tiny` for the VAE, the DCGAN (fit) and the DCGAN
+    (alternating) (the session's conftest.tiny_train_runs), then `keras-gen sample` on each
+    saved_model (and on the alternating run's model.keras), those four in one child process."""
     root = tmp_path_factory.mktemp("cli")
-    base = [sys.executable, "-m", "keras_gen"]
-    trains = run_all({name: base + ["train", *args, "--preset", "tiny", "--out", str(root / name),
-                                    "--verbose", "0"] for name, args in CLI_JOBS.items()},
-                     root, cwd=root)
-    samples = {f"{name}": base + ["sample", str(root / name / "saved_model"), "--n", "16",
-                                  "--out", str(root / f"{name}_samples.png")] for name in CLI_JOBS}
-    samples["alternating_keras"] = base + ["sample", str(root / "alternating" / "model.keras"),
-                                           "--n", "16", "--out", str(root / "alternating_keras.png")]
-    sampled = run_all({f"sample_{k}": v for k, v in samples.items()}, root, cwd=root)
+    trains = {name: tiny_train_runs.result(name) for name in CLI_JOBS}
+    samples = {name: ["sample", str(trains[name].out / "saved_model"), "--n", "16",
+                      "--out", str(root / f"{name}_samples.png")] for name in CLI_JOBS}
+    samples["alternating_keras"] = ["sample", str(trains["alternating"].out / "model.keras"),
+                                    "--n", "16", "--out", str(root / "alternating_keras.png")]
+    sampled = run_cli_commands({f"sample_{k}": v for k, v in samples.items()}, root, cwd=root)
     return SimpleNamespace(root=root, trains=trains, samples=sampled)
 
 
@@ -301,12 +307,12 @@ def assert_png(path: Path):
 def test_cli_train_tiny_writes_every_output(cli_runs, name):
     result = cli_runs.trains[name]
     assert result.rc == 0, explain(result)
-    out = cli_runs.root / name
+    out = result.out
     for png in ("samples.png", "loss_curve.png", "samples/epoch_000.png", "samples/epoch_002.png"):
         assert_png(out / png)
     assert (out / "model.keras").is_file() and (out / "model.keras").stat().st_size > 0
     assert (out / "saved_model" / "saved_model.pb").is_file()
-    kind = CLI_JOBS[name][0]
+    kind = CLI_JOBS[name]
     assert read_export_info(out / "saved_model")["kind"] == kind
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from subprocess_jobs import explain, finish, run_all, start
+from subprocess_jobs import explain, finish, run_cli_commands, start
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 TESTS = Path(__file__).resolve().parent
@@ -37,10 +37,11 @@ def _final_arrays(run):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """Runs of the toy kind: uninterrupted, and killed mid-epoch then resumed; then export,
-    sample and evaluate of the results, all through the CLI."""
+    sample and evaluate of the results, all through the CLI (those four in one child process)."""
     root = tmp_path_factory.mktemp("toy_kind")
     straight = start(TRAIN + ["--out", str(root / "straight")], root, "straight", root, PLUGIN)
     killed = start(TRAIN + ["--out", str(root / "killed")], root, "killed", root, PLUGIN)
+    unknown = start(TRAIN[:3] + ["--out", str(root / "nope")], root, "unknown_without_plugin", root)
     kill_state, deadline = None, time.monotonic() + 300
     while kill_state is None and time.monotonic() < deadline:
         state = _state(root / "killed")
@@ -54,16 +55,15 @@ def toy(tmp_path_factory):
     runs = {"straight": finish(straight, 300)}
     runs["resume"] = finish(start([KERAS_GEN, "train", "pixel_bernoulli", "--resume", "--verbose", "0",
                                    "--out", str(root / "killed")], root, "resume", root, PLUGIN), 300)
-    runs.update(run_all({
-        "export": [KERAS_GEN, "export", str(root / "straight" / "model.keras"), "--out", str(root / "exported")],
-        "sample_keras": [KERAS_GEN, "sample", str(root / "straight" / "model.keras"), "--n", "16",
-                         "--out", str(root / "keras.png")],
-        "evaluate": [KERAS_GEN, "evaluate", str(root / "straight" / "saved_model"), "--n", "40",
-                     "--no-references", "--json", str(root / "report.json")],
-        "unknown_without_plugin": TRAIN[:3] + ["--out", str(root / "nope")],
-    }, root, root, envs={k: PLUGIN for k in ("export", "sample_keras", "evaluate")}, timeout=300))
-    runs["sample_export"] = finish(start([KERAS_GEN, "sample", str(root / "exported"), "--n", "16", "--out",
-                                          str(root / "export.png")], root, "sample_export", root, PLUGIN), 300)
+    # export, sample (the export and the .keras file) and evaluate, in turn in one child process
+    runs.update(run_cli_commands({
+        "export": ["export", root / "straight" / "model.keras", "--out", root / "exported"],
+        "sample_export": ["sample", root / "exported", "--n", "16", "--out", root / "export.png"],
+        "sample_keras": ["sample", root / "straight" / "model.keras", "--n", "16", "--out", root / "keras.png"],
+        "evaluate": ["evaluate", root / "straight" / "saved_model", "--n", "40", "--no-references",
+                     "--json", root / "report.json"],
+    }, root, root, env=PLUGIN, timeout=300))
+    runs["unknown_without_plugin"] = finish(unknown, 300)
     return root, kill_state, runs
 
 

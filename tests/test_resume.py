@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -30,8 +31,7 @@ from keras_gen.checkpointing import (CheckpointStore, TrainingDiverged, nonfinit
 from subprocess_jobs import explain, finish, start
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
-JOBS = {"vae": ["vae"], "ddpm": ["ddpm"], "alternating": ["dcgan", "--loop", "alternating"]}
-TINY = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", "3"]
+JOBS = ("vae", "ddpm", "alternating")  # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating
 STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM: 256 in 32s)
 
 
@@ -50,16 +50,18 @@ def final_arrays(run: Path):
 
 
 @pytest.fixture(scope="module")
-def kill_and_resume(tmp_path_factory):
-    """{job: namespace(straight, killed_state, resume, killed_dir, straight_dir)} for each job."""
+def kill_and_resume(tmp_path_factory, tiny_train_runs):
+    """{job: namespace(straight, killed, resume, killed_dir, straight_dir)} for each job.
+
+    The uninterrupted runs are the session's (conftest.tiny_train_runs: the same command and flags,
+    shared with test_export.py and test_ddpm.py); the killed ones are started here beside them."""
     root = tmp_path_factory.mktemp("resume")
+    tiny_train_runs.start(*JOBS)
     jobs = {}
-    for name, args in JOBS.items():
-        cmd = [KERAS_GEN, "train"] + args + TINY
-        jobs[name] = {"straight": start(cmd + ["--out", str(root / name / "straight")], root, f"{name}_straight", root),
-                      "killed": start(cmd + ["--out", str(root / name / "killed")], root, f"{name}_killed", root),
-                      "dir": root / name}
-    # Kill each second run the moment a checkpoint from inside an epoch is on disk.
+    for name in JOBS:
+        cmd = tiny_train_runs.command(name)[:-1] + [str(root / name / "killed")]  # the same command, another --out
+        jobs[name] = {"killed": start(cmd, root, f"{name}_killed", root), "dir": root / name / "killed"}
+    # Kill each of these runs the moment a checkpoint from inside an epoch is on disk.
     killed_state = {}
     deadline = time.monotonic() + 600
     while len(killed_state) < len(jobs) and time.monotonic() < deadline:
@@ -67,27 +69,27 @@ def kill_and_resume(tmp_path_factory):
             process = job["killed"][0]
             if name in killed_state:
                 continue
-            state = read_state(job["dir"] / "killed")
+            state = read_state(job["dir"])
             if process.poll() is not None:
                 killed_state[name] = ("finished before a kill", state)
             elif state is not None and state["step_in_epoch"] > 0:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
-                killed_state[name] = (process.returncode, read_state(job["dir"] / "killed"))
+                killed_state[name] = (process.returncode, read_state(job["dir"]))
         time.sleep(0.01)
     results = {}
     resumes = {}
     for name, job in jobs.items():
-        results[name] = finish(job["straight"], timeout=600)
-        cmd = [KERAS_GEN, "train"] + JOBS[name][:1] + ["--resume", "--verbose", "0", "--out",
-                                                        str(job["dir"] / "killed")]
+        results[name] = tiny_train_runs.result(name)
+        cmd = [KERAS_GEN, "train", tiny_train_runs.kind(name), "--resume", "--verbose", "0", "--out", str(job["dir"])]
         resumes[name] = start(cmd, root, f"{name}_resume", root)
-    return {name: type("Run", (), dict(straight=results[name], killed=killed_state.get(name),
-                                       resume=finish(resumes[name], timeout=600), dir=jobs[name]["dir"]))
+    return {name: SimpleNamespace(straight=results[name], killed=killed_state.get(name),
+                                  resume=finish(resumes[name], timeout=600), straight_dir=results[name].out,
+                                  killed_dir=jobs[name]["dir"])
             for name in jobs}
 
 
-@pytest.mark.parametrize("name", list(JOBS))
+@pytest.mark.parametrize("name", JOBS)
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(kill_and_resume, name):
     run = kill_and_resume[name]
     assert run.straight.rc == 0, explain(run.straight)
@@ -98,8 +100,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(kill_and_res
     assert (f"at epoch {state_at_kill['epoch'] + 1}, step {state_at_kill['step_in_epoch']}"
             in run.resume.stdout), run.resume.stdout
 
-    straight_state, straight = final_arrays(run.dir / "straight")
-    resumed_state, resumed = final_arrays(run.dir / "killed")
+    straight_state, straight = final_arrays(run.straight_dir)
+    resumed_state, resumed = final_arrays(run.killed_dir)
     # the step counter continued from the checkpoint instead of restarting
     assert resumed_state["global_step"] == straight_state["global_step"] >= EPOCHS * STEPS_PER_EPOCH
     assert resumed_state["resumes"] == 1 and resumed_state["finished"]
@@ -112,20 +114,20 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(kill_and_res
     def rows(run_dir):
         with open(run_dir / "history.csv") as f:
             return list(csv.DictReader(f))
-    got, want = rows(run.dir / "killed"), rows(run.dir / "straight")
+    got, want = rows(run.killed_dir), rows(run.straight_dir)
     assert [r["epoch"] for r in got] == [r["epoch"] for r in want] == [str(e) for e in range(EPOCHS)]
     for key in (k for k in want[-1] if "loss" in k):
         assert float(got[-1][key]) == pytest.approx(float(want[-1][key]), abs=1e-5)
     # and the finished run's outputs exist, as after any run
     for output in ("model.keras", "saved_model/saved_model.pb", "samples.png", "summary.json"):
-        assert (run.dir / "killed" / output).exists(), output
+        assert (run.killed_dir / output).exists(), output
 
 
 def test_a_finished_run_cannot_be_resumed_and_an_unfinished_one_is_not_overwritten(kill_and_resume, tmp_path):
     from keras_gen.presets import get_preset
     from keras_gen.training import train
 
-    finished = kill_and_resume["vae"].dir / "straight"
+    finished = kill_and_resume["vae"].straight_dir
     with pytest.raises(ValueError, match="already finished"):
         train("vae", get_preset("vae", "tiny"), finished, resume=True)
     store = CheckpointStore(tmp_path / "resume")

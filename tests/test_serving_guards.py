@@ -1,9 +1,10 @@
 """Every input of every exported signature is validated in the graph, before the work it guards,
 and seeds / image counts are refused (never wrapped or truncated) by the Python ``sample()`` too.
 
-Untrained tiny models are exported once for the module and loaded in-process: the VAE and DCGAN
-unconditional and conditional (num_classes=3), and a conditional tiny DDPM. The DDPM export takes
-most of this file's time, so there is one: the conditional export has every signature of the
+The session's tiny exports are loaded in-process: the VAE and DCGAN unconditional
+(conftest.tiny_exports, shared with test_export.py) and conditional (num_classes=10), and a
+conditional tiny DDPM (conftest.conditional_exports, shared with test_conditional.py). A DDPM
+export is what costs most, so there is one: the conditional export has every signature of the
 unconditional one (they share the code that checks num_images, seed and steps) plus sample_class.
 """
 
@@ -16,32 +17,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_gen.export import export_saved_model
 from keras_gen.models.conditioning import MAX_GUIDANCE, MIN_GUIDANCE, check_guidance
-from keras_gen.models.dcgan import DCGAN
-from keras_gen.models.ddpm import build_ddpm
 from keras_gen.models.serving import MAX_IMAGES, MAX_SEED, MAX_TRAJECTORY_FRAMES
-from keras_gen.models.vae import VAE
-from keras_gen.presets import get_preset
 
-C = 3  # classes of the conditional models
 LATENT = {"vae": "decode", "dcgan": "generate"}
 LATENT_KINDS = ("vae", "vae_c", "dcgan", "dcgan_c")
 InvalidArgument = tf.errors.InvalidArgumentError
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def exports(tiny_vae_run, tiny_dcgan_run, tiny_exports, conditional_trained, conditional_exports):
     """{name: SimpleNamespace(model, sig)}: each tiny model and its loaded export's signatures."""
-    root = tmp_path_factory.mktemp("serving_guards")
-    models = {"vae": VAE(latent_dim=2, seed=0), "vae_c": VAE(latent_dim=2, seed=0, num_classes=C),
-              "dcgan": DCGAN(latent_dim=4, seed=0), "dcgan_c": DCGAN(latent_dim=4, seed=0, num_classes=C),
-              "ddpm_c": build_ddpm(get_preset("ddpm", "tiny", num_classes=C))}
-    out = {}
-    for name, model in models.items():
-        path = export_saved_model(model, root / name)
-        out[name] = SimpleNamespace(model=model, sig=tf.saved_model.load(str(path)).signatures)
-    return out
+    models = {"vae": tiny_vae_run.model, "dcgan": tiny_dcgan_run.model,
+              **{f"{kind}_c": run.model for kind, run in conditional_trained.items()}}
+    paths = {**tiny_exports, **{f"{kind}_c": path for kind, path in conditional_exports.items()}}
+    return {name: SimpleNamespace(model=model, sig=tf.saved_model.load(str(paths[name])).signatures)
+            for name, model in models.items()}
 
 
 def seeded(n, seed, **extra):

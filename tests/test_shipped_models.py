@@ -2,8 +2,8 @@
 `keras-gen demo` runs on them end to end.
 
 These are the files a new user gets from a fresh clone, so the tests load the real ones (no
-retraining): each export in a child process that refuses any keras_gen import, and the demo as
-the console command.
+retraining): all exports served by one child process that refuses any keras_gen import, and
+the demo as the console command beside it.
 """
 
 from __future__ import annotations
@@ -11,63 +11,61 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from subprocess_jobs import REFUSE_KERAS_GEN, explain, run_all
+from helpers import check_export_in_child, export_call
+from subprocess_jobs import explain
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
 KINDS = ("vae", "dcgan", "ddpm")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-CHILD = REFUSE_KERAS_GEN + r'''
-path, result_path = sys.argv[1], sys.argv[2]
-loaded = tf.saved_model.load(path)
-serve = loaded.signatures["serving_default"]
+DEMO_N = 16  # samples per row of the demo's trilemma table (at least 4)
 
-def run(signature, **kwargs):
-    args = {k: tf.constant(v, tf.int32) for k, v in kwargs.items()}
-    return signature(**args)["images"].numpy()
 
-a, b, c = run(serve, num_images=16, seed=0), run(serve, num_images=16, seed=0), run(serve, num_images=16, seed=1)
-result = {"signatures": sorted(loaded.signatures), "shape": list(a.shape), "dtype": str(a.dtype),
-          "min": float(a.min()), "max": float(a.max()), "std": float(a.std()),
-          "same_seed_equal": bool(np.array_equal(a, b)), "other_seed_differs": bool(np.abs(a - c).max() > 1e-3),
-          "refused_imports": []}
-if "sample_ddim" in loaded.signatures:
-    d = run(loaded.signatures["sample_ddim"], num_images=4, seed=0, steps=5)
-    result["ddim5_shape"] = list(d.shape)
-    result["ddim5_in_range"] = bool(d.min() >= 0 and d.max() <= 1)
-result["refused_imports"] = RefuseKerasGen.attempts
-result["keras_gen_in_sys_modules"] = "keras_gen" in sys.modules
-with open(result_path, "w") as f:
-    json.dump(result, f)
-'''
+def served_calls():
+    """Per export: serving_default twice with seed 0 and once with seed 1 (16 images each); the
+    DDPM also sample_ddim with 5 steps."""
+    calls = {}
+    for kind in KINDS:
+        for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+            calls[f"{kind}/{name}"] = export_call("serving_default", export=kind, output="images",
+                                                  num_images=16, seed=seed)
+    calls["ddpm/ddim5"] = export_call("sample_ddim", export="ddpm", output="images", num_images=4, seed=0, steps=5)
+    return calls
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """Every shipped export called by a child process without keras_gen: {kind: (run, result)}."""
+    """Every shipped export called by one child process without keras_gen (check_export_in_child),
+    with `keras-gen demo` run beside it as the console command: SimpleNamespace(child, result,
+    arrays, demo, demo_out)."""
     root = tmp_path_factory.mktemp("shipped")
-    commands = {kind: [sys.executable, "-c", CHILD, str(SHIPPED / kind), str(root / f"{kind}.json")]
-                for kind in KINDS}
-    runs = run_all(commands, root, cwd=root)
-    return {kind: (runs[kind], json.loads((root / f"{kind}.json").read_text()) if runs[kind].rc == 0 else None)
-            for kind in KINDS}
+    demo_out = root / "outputs"
+    demo = [str(Path(sys.executable).parent / "keras-gen"), "demo", "--out", str(demo_out),
+            "--n", str(DEMO_N), "--ddim-steps", "5"]
+    run = check_export_in_child({kind: SHIPPED / kind for kind in KINDS}, served_calls(), root,
+                                alongside={"demo": demo})
+    return SimpleNamespace(child=run.child, result=run.result, arrays=run.arrays, demo=run.alongside["demo"],
+                           demo_out=demo_out)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_shipped_model_serves_without_keras_gen(served, kind):
-    run, result = served[kind]
-    assert run.rc == 0, explain(run)
+    result, arrays = served.result, served.arrays
     assert result["refused_imports"] == [] and result["keras_gen_in_sys_modules"] is False
-    assert result["shape"] == [16, 28, 28, 1] and result["dtype"] == "float32"
-    assert 0.0 <= result["min"] and result["max"] <= 1.0 and result["std"] > 0.05  # not blank
-    assert result["same_seed_equal"] and result["other_seed_differs"]
+    a, b, c = (arrays[f"{kind}/{name}"] for name in "abc")
+    assert list(a.shape) == [16, 28, 28, 1] and str(a.dtype) == "float32"
+    assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0 and float(a.std()) > 0.05  # not blank
+    assert np.array_equal(a, b) and np.abs(a - c).max() > 1e-3  # same seed equal, other seed differs
     if kind == "ddpm":
-        assert {"sample_ddim", "sample_ddpm", "sample_trajectory"} <= set(result["signatures"])
-        assert result["ddim5_shape"] == [4, 28, 28, 1] and result["ddim5_in_range"]
+        assert {"sample_ddim", "sample_ddpm", "sample_trajectory"} <= set(result["exports"][kind]["signatures"])
+        d = arrays["ddpm/ddim5"]
+        assert list(d.shape) == [4, 28, 28, 1] and d.min() >= 0 and d.max() <= 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -102,11 +100,8 @@ def test_model_card_table_matches_the_assets():
     assert "not measured" not in table
 
 
-def test_demo_runs_on_the_shipped_models(tmp_path):
-    out = tmp_path / "outputs"
-    runs = run_all({"demo": [str(Path(sys.executable).parent / "keras-gen"), "demo", "--out", str(out),
-                             "--n", "48", "--ddim-steps", "5"]}, tmp_path, cwd=tmp_path)
-    run = runs["demo"]
+def test_demo_runs_on_the_shipped_models(served):
+    run, out = served.demo, served.demo_out
     assert run.rc == 0, explain(run)
     for name in ("mnist_training_images.png", "vae_samples.png", "dcgan_samples.png", "ddpm_samples.png",
                  "ddpm_reverse_process.png", "trilemma/trilemma.png"):
@@ -114,4 +109,4 @@ def test_demo_runs_on_the_shipped_models(tmp_path):
         assert str(out / name) in run.stdout  # the demo says where everything is
     report = json.loads((out / "trilemma" / "report.json").read_text())
     assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5"]
-    assert report["n"] == 48 and len(report["references"]) == 3
+    assert report["n"] == DEMO_N and len(report["references"]) == 3
