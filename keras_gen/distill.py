@@ -37,6 +37,21 @@ def round_steps(from_steps: int, to_steps: int) -> list[int]:
     return steps
 
 
+def _check_teacher_path(teacher):
+    """ValueError unless ``teacher`` is a .keras file, a run folder or a diffusion export."""
+    from keras_gen.export import is_export, read_export_info
+    from keras_gen.models.kinds import get_model_kind
+    from keras_gen.models.ddpm import DDPMKind
+
+    teacher = Path(teacher)
+    if is_export(teacher):
+        kind = read_export_info(teacher)["kind"]
+        if not isinstance(get_model_kind(kind), DDPMKind):
+            raise ValueError(f"{teacher} is a {kind} export: only diffusion models can be distilled")
+    elif not (teacher.suffix == ".keras" and teacher.is_file()) and not (teacher / "model.keras").is_file():
+        raise ValueError(f"{teacher} is not a DDPM export, a .keras file or a finished run folder")
+
+
 def teacher_keras_file(teacher, out: Path) -> Path:
     """The teacher as a .keras file: the file itself, a run folder's model.keras, or an export
     rebuilt once into ``<out>/teacher.keras`` (keras_gen.sampling.model_from_export)."""
@@ -130,6 +145,9 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
     from keras_gen.training import train
 
     out = Path(out)
+    if not resume:  # every check that needs no model, before anything is written
+        round_steps(from_steps or get_preset("distilled", preset, **overrides)["from_steps"], to_steps)
+        _check_teacher_path(teacher)
     settings = _load_settings(out, dict(teacher=str(teacher), to_steps=to_steps, from_steps=from_steps,
                                         preset=preset, fid_n=fid_n, overrides=overrides), resume)
     base = get_preset("distilled", settings["preset"], **settings["overrides"])

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import tiny_vae
+
 from keras_gen.cli import main
 
 SHIPPED = Path(__file__).resolve().parent.parent / "saved_models"
@@ -78,6 +80,14 @@ BAD_INPUTS = [
     (["sample", "{export}", "--out", "{tmp}/not_a_model.txt"], "give a .png path"),
     (["export", "{tmp}/not_a_model.txt", "--out", "{tmp}/e"], "is not a .keras file"),
     (["export", "{tmp}/missing.keras", "--out", "{tmp}/e"], "is not a .keras file"),
+    (["export", "{tmp}/vae.keras", "--out", "{tmp}/e", "--ddim-eta", "1"], "ddim_eta does not apply to a vae export"),
+    (["distill", "--out", "{tmp}/d"], "distill needs a TEACHER"),
+    (["distill", "{ddpm}", "--out", "{tmp}/d", "--resume"], "--resume continues the distillation"),
+    (["distill", "--out", "{tmp}/d", "--resume"], "holds no distillation"),
+    (["distill", "{export}", "--out", "{tmp}/d"], "only diffusion models can be distilled"),
+    (["distill", "{ddpm}", "--out", "{tmp}/d", "--from-steps", "8", "--to-steps", "3"], "halved"),
+    (["distill", "{tmp}/not_a_model.txt", "--out", "{tmp}/d"], "is not a DDPM export"),
+    (["distill", "{ddpm}", "--out", "{tmp}/d", "--fid-n", "-1"], "must be 0 or a positive integer"),
     (["evaluate", "{export}", "--seed", "-1"], "--seed: must be an integer in [0, 2147483647]"),
     (["evaluate", "{export}", "--batch-size", "0"], "--batch-size: must be a positive integer"),
 ]
@@ -93,6 +103,9 @@ def bad_paths(tmp_path_factory):
     shutil.copytree(SHIPPED / "vae", tmp / "newer")
     asset = tmp / "newer" / "assets" / "keras_gen.json"
     asset.write_text(json.dumps({**json.loads(asset.read_text()), "format_version": 99}))
+    vae = tiny_vae()
+    vae.sample(1, 0)  # builds it
+    vae.save(tmp / "vae.keras")
     return {"tmp": str(tmp), "export": str(SHIPPED / "vae"), "ddpm": str(SHIPPED / "ddpm")}
 
 

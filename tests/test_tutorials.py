@@ -34,6 +34,12 @@ FIGURES = {
                 "03_epochs/epoch_000.png", "03_epochs/epoch_001.png", "03_epochs/epoch_002.png"],
     "05_conditional": ["05_vae_classes.png", "05_dcgan_classes.png", "05_ddpm_classes.png",
                        "05_ddpm_guidance.png", "05_guidance_sweep.png", "05_export_label7.png"],
+    # 06 fits a tiny teacher and distils it one round (2 -> 1 steps).
+    "06_fast_sampling": ["06_ddim_steps.png", "06_two_steps_one.png", "06_fid_vs_steps.png", "06_students.png",
+                         "distillation/fid_vs_steps.png"] + [
+        f"distillation/round_1_2_to_1/{name}.png" for name in (
+            "samples", "loss_curve", "teacher_vs_student", "samples/epoch_000", "samples/epoch_001",
+            "samples/epoch_002")],
     # 04 scores the shipped models (saved_models/): one histogram and sample grid per row.
     "04_trilemma": ["trilemma.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
         "vae_VAE", "dcgan_DCGAN", "ddpm_DDIM_5", "ddpm_DDIM_10", "real_train", "uniform_noise",
