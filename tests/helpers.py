@@ -82,6 +82,25 @@ def tiny_ddpm(unet=None, *, num_classes=None, ddim_steps, **kwargs):
                 ddim_steps=ddim_steps, **kwargs)
 
 
+# ----------------------------------------------------------------------------- run folders
+
+
+def read_state(run: Path):
+    """A run folder's resume/state.json, or None while it is not written yet."""
+    path = run / "resume" / "state.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not written yet
+        return None
+
+
+def final_arrays(run: Path):
+    """(state, {variable key: array}) of a run folder's latest resume checkpoint."""
+    state = read_state(run)
+    with np.load(run / "resume" / state["variables_file"]) as data:
+        return state, {k: data[k] for k in data.files}
+
+
 # ----------------------------------------------------------------------------- configs
 
 

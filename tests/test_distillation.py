@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import TINY_T, check_export_in_child, export_call, tiny_ddpm, tiny_unet
+from helpers import TINY_T, check_export_in_child, export_call, final_arrays, read_state, tiny_ddpm, tiny_unet
 from keras_gen.diffusion import NoiseSchedule, ddim_timesteps, ddim_timesteps_tf, sample
 from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0, training_target
 from keras_gen.export import read_export_info
@@ -205,19 +205,6 @@ def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
 # ----------------------------------------------------------------------------- keras-gen distill
 
 
-def _state(folder: Path):
-    try:
-        return json.loads((folder / "resume" / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _final_variables(folder: Path):
-    state = _state(folder)
-    with np.load(folder / "resume" / state["variables_file"]) as data:
-        return state, {k: data[k] for k in data.files}
-
-
 @pytest.fixture(scope="module")
 def distilled(tmp_path_factory):
     """One round (2 -> 1 steps) of `keras-gen distill` on a tiny teacher, run straight and run
@@ -233,14 +220,14 @@ def distilled(tmp_path_factory):
     round_dir = root / "killed" / "round_1_2_to_1"
     state_at_kill, deadline = None, time.monotonic() + 300
     while time.monotonic() < deadline:
-        state = _state(round_dir)
+        state = read_state(round_dir)
         if killed[0].poll() is not None:
             state_at_kill = ("finished before a kill", state)
             break
         if state is not None and state["step_in_epoch"] > 0:
             killed[0].send_signal(signal.SIGKILL)
             killed[0].wait()
-            state_at_kill = (killed[0].returncode, _state(round_dir))
+            state_at_kill = (killed[0].returncode, read_state(round_dir))
             break
         time.sleep(0.01)
     straight = finish(straight, timeout=420)
@@ -255,8 +242,8 @@ def test_distill_resumes_after_sigkill_with_the_same_weights(distilled):
     assert rc == -signal.SIGKILL and state["step_in_epoch"] > 0, distilled.killed
     assert distilled.resumed.rc == 0, explain(distilled.resumed)
     assert f"at epoch {state['epoch'] + 1}, step {state['step_in_epoch']}" in distilled.resumed.stdout
-    straight_state, straight = _final_variables(distilled.root / "straight" / "round_1_2_to_1")
-    resumed_state, resumed = _final_variables(distilled.root / "killed" / "round_1_2_to_1")
+    straight_state, straight = final_arrays(distilled.root / "straight" / "round_1_2_to_1")
+    resumed_state, resumed = final_arrays(distilled.root / "killed" / "round_1_2_to_1")
     assert resumed_state["finished"] and resumed_state["resumes"] == 1
     assert resumed_state["global_step"] == straight_state["global_step"] > 0
     assert sorted(resumed) == sorted(straight)

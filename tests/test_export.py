@@ -354,7 +354,7 @@ def test_export_command_turns_a_keras_file_into_a_served_export(tiny_vae_run, tm
     assert main(["export", str(run_dir / "summary.json"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a .keras file" in capsys.readouterr().err
     assert main(["export", str(run_dir / "model.keras"), "--out", str(tmp_path / "x"), "--ddim-eta", "1"]) == 2
-    assert "ddim_eta applies to a DDPM, not to a vae" in capsys.readouterr().err
+    assert "ddim_eta does not apply to a vae export" in capsys.readouterr().err
 
 
 def test_exporting_an_epoch_checkpoint_records_that_epoch(tiny_vae_run, tmp_path):

@@ -13,7 +13,6 @@ deterministic.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import final_arrays, read_state
 from keras_gen.checkpointing import (CheckpointStore, TrainingDiverged, nonfinite_losses,
                                      write_history_csv)
 from subprocess_jobs import explain, finish, start
@@ -33,20 +33,6 @@ from subprocess_jobs import explain, finish, start
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 JOBS = ("vae", "ddpm", "alternating")  # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating
 STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM: 256 in 32s)
-
-
-def read_state(run: Path):
-    path = run / "resume" / "state.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # not written yet
-        return None
-
-
-def final_arrays(run: Path):
-    state = read_state(run)
-    with np.load(run / "resume" / state["variables_file"]) as data:
-        return state, {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="module")

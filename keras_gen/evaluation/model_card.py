@@ -57,8 +57,10 @@ def export_parameters(path) -> int:
 def _default_row(info: dict) -> dict | None:
     """The evaluation row of the export's default sampler (serving_default): the row with its
     ``network_passes`` (a DDPM's DDIM steps, not its full chain), else the first."""
+    from keras_gen.models.kinds import get_model_kind
+
     rows = (info.get("evaluation") or {}).get("rows") or []
-    passes = info.get("network_passes")
+    passes = info.get("network_passes") or get_model_kind(info["kind"]).network_passes(info)  # older exports
     rows = [r for r in rows if r.get("nfe_per_sample") == passes and r.get("sampler") != "ddpm"] or rows
     return rows[0] if rows else None
 
