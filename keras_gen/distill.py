@@ -142,6 +142,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
     """
     from keras_gen.models.distillation import load_teacher, trailing_samples
     from keras_gen.presets import get_preset
+    from keras_gen.runs import RunFolder
     from keras_gen.training import train
 
     out = Path(out)
@@ -174,7 +175,8 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
         if not (folder / "summary.json").exists():
             config = get_preset("distilled", settings["preset"], teacher=str(previous), steps=steps,
                                 data_mode=first_teacher.data_mode, **settings["overrides"])
-            started = folder.exists() and any(folder.iterdir())
+            # resumed only from a checkpoint: a round killed before its first one starts again
+            started = (RunFolder(folder).resume_dir / "state.json").is_file()
             print(f"round {k}/{len(steps_per_round)}: {2 * steps} -> {steps} steps ({folder})")
             summary = train("distilled", None if started else config, folder, resume=started, verbose=verbose,
                             checkpoint_every=checkpoint_every)
