@@ -126,12 +126,13 @@ def cmd_sample(args):
     from keras_gen.sampling import load_sampler
     out = png_target(args.out, args.force)
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("label", args.label),
-                                 ("guidance", args.guidance)) if v is not None}
+                                 ("guidance", args.guidance), ("temperature", args.temperature)) if v is not None}
     sampler = load_sampler(args.path)
     sampler.check(args.n, args.seed, **options)
     images = sampler(args.n, args.seed, **options)
     which = "" if args.label is None else f" of class {args.label}" + (
         "" if args.guidance is None else f", guidance {args.guidance:g}")
+    which += "" if args.temperature is None else f" at temperature {args.temperature:g}"
     image_grid(images, out, title=f"{Path(args.path).name}: {args.n} samples{which}, seed {args.seed}")
     print(f"wrote {out} ({len(images)} images)")
 
@@ -332,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--guidance", type=finite_float,
                         help="conditional DDPM: classifier-free guidance scale w (0 = unconditional, "
                              "1 = conditional; default: the model's)")
+    sample.add_argument("--temperature", type=finite_float,
+                        help="flow: the base's standard deviation, in (0, 2] (default 1; lower: cleaner strokes)")
     sample.set_defaults(func=cmd_sample)
 
     export = sub.add_parser("export", help="export a .keras model file as a SavedModel")

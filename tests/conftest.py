@@ -131,13 +131,13 @@ def tiny_dcgan_run(mnist_sample):
 
 
 # ------------------------------------------------------------------ tiny `keras-gen train` runs
-# The same uninterrupted runs serve test_ddpm.py and test_export.py (their run folders and CLI) and
+# The same uninterrupted runs serve test_ddpm.py, test_flow.py and test_export.py (their run folders and CLI) and
 # test_resume.py (the reference a killed-and-resumed run must end bitwise equal to): each is run
 # once per session, as the real console command, and read, never written, by the tests.
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"],
-                   "ddpm": ["ddpm"]}
+                   "ddpm": ["ddpm"], "flow": ["flow"]}
 TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", "3"]
 
 

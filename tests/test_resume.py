@@ -31,8 +31,8 @@ from keras_gen.checkpointing import (CheckpointStore, TrainingDiverged, nonfinit
 from subprocess_jobs import explain, finish, start
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
-JOBS = ("vae", "ddpm", "alternating")  # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating
-STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM: 256 in 32s)
+JOBS = ("vae", "ddpm", "alternating", "flow")  # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating, flow
+STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM, flow: 256 in 32s)
 
 
 @pytest.fixture(scope="module")
