@@ -8,6 +8,7 @@ training bits/dim, and the dequantised bits/dim of the first 1000 test images.
 
 import argparse
 import json
+import os
 import time
 
 import keras
@@ -16,9 +17,10 @@ import numpy as np
 # filters: the width at 28x28, doubled at 14x14 and again at 7x7
 CANDIDATES = {
     "s2_c3_f16_b2": dict(num_scales=2, stage_couplings=3, final_couplings=4, filters=16, num_blocks=2),
-    "s2_c3_f24_b1": dict(num_scales=2, stage_couplings=3, final_couplings=4, filters=24, num_blocks=1),
     "s2_c2_f16_b1": dict(num_scales=2, stage_couplings=2, final_couplings=3, filters=16, num_blocks=1),
     "s3_c2_f16_b1": dict(num_scales=3, stage_couplings=2, final_couplings=2, filters=16, num_blocks=1),
+    "s3_c3_f16_b1": dict(num_scales=3, stage_couplings=3, final_couplings=3, filters=16, num_blocks=1),
+    "s3_c2_f24_b1": dict(num_scales=3, stage_couplings=2, final_couplings=2, filters=24, num_blocks=1),
 }
 
 
@@ -69,7 +71,7 @@ def main():
         timer = StepTimes(args.seconds)
         model.fit(data, steps_per_epoch=10**6, epochs=1, verbose=0, callbacks=[timer])
         elapsed = time.perf_counter() - timer.start
-        results[name] = {"params": model.count_params(), "steps": timer.steps,
+        results[name] = {"params": model.count_params(), "steps": timer.steps, "load_average": os.getloadavg(),
                          "images_per_s": timer.steps * args.batch / elapsed,
                          "train_bpd_last_20_steps": float(np.mean(timer.losses[-20:])),
                          "test_bpd_1000": model.bits_per_dim(test_images[:1000])}

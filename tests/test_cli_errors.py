@@ -33,7 +33,7 @@ BAD_INPUTS = [
     # unknown names
     (["train", "vae", "--out", "{tmp}/o", "--dataset", "cifar10"], "invalid choice: 'cifar10'"),
     (["train", "vae", "--out", "{tmp}/o", "--preset", "huge"], "unknown preset 'huge' for vae"),
-    (["train", "gan", "--out", "{tmp}/o"], "unknown model kind 'gan'; choose from dcgan, ddpm, distilled, vae"),
+    (["train", "gan", "--out", "{tmp}/o"], "unknown model kind 'gan'; choose from dcgan, ddpm, distilled, flow, vae"),
     (["sample", "{ddpm}", "--sampler", "euler"], "invalid choice: 'euler'"),
     (["train", "vae"], "the following arguments are required: --out"),
     # DDIM steps beyond the model's T, and sampler options on models without them
@@ -41,6 +41,9 @@ BAD_INPUTS = [
     (["sample", "{ddpm}", "--sampler", "ddpm", "--steps", "10", "--out", "{tmp}/s.png"],
      "the DDPM sampler runs all T steps"),
     (["sample", "{export}", "--steps", "5", "--out", "{tmp}/s.png"], "a vae model does not take steps (options: label)"),
+    (["sample", "{export}", "--temperature", "0.5", "--out", "{tmp}/s.png"],
+     "a vae model does not take temperature (options: label)"),
+    (["sample", "{export}", "--temperature", "nan", "--out", "{tmp}/s.png"], "--temperature: must be a finite number"),
     # absurd image counts: capped, and said so
     (["sample", "{export}", "--n", "100000", "--out", "{tmp}/s.png"], "n must be an integer in [1, 4096] per call, got 100000"),
     # paths that are not exported models

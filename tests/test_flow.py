@@ -207,12 +207,10 @@ def test_bits_per_dim_takes_uint8_images_only(images):
 def test_the_kind_and_its_presets():
     kind = get_model_kind("flow")
     assert isinstance(kind, FlowKind) and set(kind.presets) >= {"tiny", "cpu"}
-    for name in ("tiny", "cpu"):
-        config = get_preset("flow", name)
-        assert config["precision"] == "float32"
-        model = kind.build(config)
-        assert isinstance(model, RealNVP) and model.kind == "flow"
-        assert all(w.dtype == "float32" for w in model.weights)
+    assert get_preset("flow", "cpu")["precision"] == get_preset("flow", "tiny")["precision"] == "float32"
+    model = kind.build(get_preset("flow", "tiny"))
+    assert isinstance(model, RealNVP) and model.kind == "flow"
+    assert all(w.dtype == "float32" for w in model.weights)
     with pytest.raises(ValueError, match="unconditional; drop --num-classes"):
         get_preset("flow", "tiny", num_classes=10)
     with pytest.raises(ValueError, match="float32 only"):
@@ -278,6 +276,16 @@ def test_bits_per_dim_of_test_digits_is_close_to_the_training_loss(flow_run, mni
     final = json.loads((run.out / "summary.json").read_text())["training"]["final_metrics"]["loss"]
     bpd = model.bits_per_dim(mnist_sample[0][:256], batch_size=128)
     assert 1.0 < bpd < 10.0 and abs(bpd - final) < 1.0, (bpd, final)
+
+
+def test_the_training_loss_is_the_bits_per_dim_of_the_8_bit_images(flow_run, mnist_sample):
+    """fit's batches are k / 255 (the shared pipeline's [0, 1]); the loss dequantises k itself."""
+    _, model = flow_run
+    images = mnist_sample[0][:256]
+    scaled = tf.constant(images[..., None].astype("float32") / 255.0)
+    losses = [float(model.dequantized_loss(scaled)) for _ in range(4)]
+    assert len(set(losses)) == 4  # fresh noise every step
+    assert np.mean(losses) == pytest.approx(model.bits_per_dim(images, draws=4), abs=0.01)
 
 
 def test_sampling_is_seeded_and_the_temperature_scales_the_base(flow_run):
