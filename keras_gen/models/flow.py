@@ -520,10 +520,11 @@ class FlowKind(ModelKind):
 
     name = "flow"
     presets = {
-        # Measured (benchmarks/flow_candidates.py, 2 minutes each on a shared 2-core CPU, load 11-14):
-        # this size trained at 141 images/s (417k parameters, 2.92 test bits/dim after 265 steps);
-        # 2 scales 113k: 203 images/s, 3 couplings per stage: 80, filters 24: 64. 8 epochs: about an
-        # hour at that speed. Gradient norms spike to ~150 in the first hundreds of steps: clipped at 50.
+        # Measured (benchmarks/flow_candidates.py, 1.5-2 minutes each on the 2-core CPU beside other
+        # jobs): this size (417k parameters) trained at 236 images/s at load 6 (141 at load 11-14),
+        # 2.79 test bits/dim after 333 steps; 2 scales (113k): 390 (203); 3 couplings per stage: 80,
+        # filters 24: 64 at load 14. 8 epochs: ~35 minutes at 236 images/s. Gradient norms spike to
+        # ~150 in the first hundreds of steps: clipped at 50.
         "cpu": dict(num_scales=3, stage_couplings=2, final_couplings=2, filters=16, num_blocks=1,
                     logit_alpha=0.05, epochs=8, batch_size=64, learning_rate=1e-3, warmup_steps=200,
                     lr_decay="cosine", clipnorm=50.0, precision="float32"),
