@@ -169,12 +169,18 @@ class DCGAN(keras.Model):
 
     # ----------------------------------------------------------------- training
     def compile(self, d_optimizer=None, g_optimizer=None, **kwargs):
+        """Keras compile with the two GAN optimizers, whose variables are created here: a
+        ``.keras`` load then restores their saved state (iterations, Adam moments) instead of
+        restarting them, and the first train step is traced once, not twice (see
+        keras_gen.models.optimizer_build)."""
         super().compile(**kwargs)
         self.d_optimizer = d_optimizer or keras.optimizers.Adam(1e-4)
         self.g_optimizer = g_optimizer or keras.optimizers.Adam(1e-4)
         if self.dtype_policy.name == "mixed_float16":  # float16 gradients need loss scaling
             self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
             self.g_optimizer = keras.optimizers.LossScaleOptimizer(self.g_optimizer)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.g_optimizer.build(self.generator.trainable_variables)
 
     def get_compile_config(self):
         return {"d_optimizer": keras.saving.serialize_keras_object(self.d_optimizer),
@@ -183,11 +189,6 @@ class DCGAN(keras.Model):
     def compile_from_config(self, config):
         self.compile(d_optimizer=keras.optimizers.deserialize(config["d_optimizer"]),
                      g_optimizer=keras.optimizers.deserialize(config["g_optimizer"]))
-        # Create the optimizers' variables now (as Trainer.compile_from_config does for
-        # self.optimizer) so load_model restores their saved state (iterations, Adam moments)
-        # instead of skipping it and silently restarting the optimizers from scratch.
-        self.d_optimizer.build(self.discriminator.trainable_variables)
-        self.g_optimizer.build(self.generator.trainable_variables)
 
     @property
     def metrics(self):

@@ -28,6 +28,7 @@ from keras_gen.diffusion.targets import alpha_sigma, check_prediction, training_
 from keras_gen.layers.unet import UNet
 from keras_gen.models.conditioning import Conditioning, check_guidance
 from keras_gen.models.kinds import ModelKind, register_model_kind
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
@@ -42,7 +43,7 @@ def check_ddim_eta(eta) -> float:
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
-class DDPM(keras.Model):
+class DDPM(OptimizerBuiltOnCompile, keras.Model):
     """Denoising diffusion model on (image_size, image_size, 1) images in [-1, 1].
 
     Args:
@@ -135,6 +136,10 @@ class DDPM(keras.Model):
             eps_cond, eps_uncond = eps[:n], eps[n:]
             return eps_uncond + tf.cast(guidance, tf.float32) * (eps_cond - eps_uncond)
         return guided_eps_fn
+
+    def optimizer_variables(self):
+        """The U-Net's trainable weights (the EMA copy is updated by update_ema, not the optimizer)."""
+        return self.unet.trainable_variables
 
     # ----------------------------------------------------------------- the network
     def call(self, inputs, training=False):
@@ -486,7 +491,7 @@ class DDPMKind(ModelKind):
         model.compile(optimizer=keras.optimizers.Adam(lr))
 
     def optimizer_targets(self, model):
-        return [(model.optimizer, model.unet.trainable_variables)]
+        return [(model.optimizer, model.optimizer_variables())]
 
     def figures(self, model, config, out):
         """The article's three diffusion figures: forward strip, reverse strip, reverse engineering."""

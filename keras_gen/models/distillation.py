@@ -33,6 +33,7 @@ from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM, DDPMKind
 from keras_gen.models.kinds import register_model_kind
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.precision import float32_model
 from keras_gen.models.replicas import replica_share, step_logs
 
@@ -87,7 +88,7 @@ def make_student(teacher: DDPM, steps: int, prediction: str = "v", ema_decay: fl
     return student
 
 
-class ProgressiveDistillation(keras.Model):
+class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
     """What ``fit`` trains in one distillation round: the student learns one step of the frozen
     teacher's two (module docstring). ``sample`` draws from the student.
 
@@ -123,6 +124,10 @@ class ProgressiveDistillation(keras.Model):
     @property
     def metrics(self):
         return [self.loss_tracker]
+
+    def optimizer_variables(self):
+        """The student's U-Net (the teacher is frozen; EMA weights follow by update_ema)."""
+        return self.student.unet.trainable_variables
 
     def sample(self, n, seed=0, **kwargs):
         """The student's samples (`DistilledDDPM.sample`)."""
@@ -236,9 +241,6 @@ class DistilledKind(DDPMKind):
         student = make_student(teacher, steps, config.get("prediction", "v"), config.get("ema_decay"),
                                seed=config["seed"])
         return ProgressiveDistillation(teacher, student, seed=config["seed"])
-
-    def optimizer_targets(self, model):
-        return [(model.optimizer, model.student.unet.trainable_variables)]
 
     def servable(self, model):
         return model.student

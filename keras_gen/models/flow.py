@@ -35,6 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_gen.models.kinds import ModelKind, register_model_kind
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import (MAX_IMAGES, check_num_images, check_seed, checked_num_images,
                                       checked_seed, seeded_signature, stateless_seed)
@@ -291,7 +292,7 @@ def _count(key, value, minimum=0):
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
-class RealNVP(keras.Model):
+class RealNVP(OptimizerBuiltOnCompile, keras.Model):
     """A multi-scale RealNVP on 28x28x1 images in [0, 1) (module docstring).
 
     Args:

@@ -18,6 +18,7 @@ from keras import layers, ops
 
 from keras_gen.models.conditioning import Conditioning
 from keras_gen.models.kinds import ModelKind, register_model_kind
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import latent_model_endpoints, prior_draws
 
@@ -86,7 +87,7 @@ def vae_loss_terms(x, x_hat, mean, logvar, *, article_kl=False):
 
 
 @keras.saving.register_keras_serializable(package="keras_gen")
-class VAE(keras.Model):
+class VAE(OptimizerBuiltOnCompile, keras.Model):
     """Convolutional VAE for 28x28x1 images in [0, 1] (binarised in the article).
 
     Train with ``compile(optimizer=...)`` and ``fit(dataset)``; the dataset yields images (or
