@@ -23,8 +23,10 @@ data: install
 demo: data
 	$(BIN)/keras-gen demo --out outputs
 
+# Two pytest-xdist workers, one file each at a time (module fixtures built once): most of a
+# test's time is single-threaded Python (tracing, child start-up), so one process idles a core.
 test: data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
