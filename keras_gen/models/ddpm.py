@@ -28,7 +28,7 @@ from keras_gen.diffusion.targets import alpha_sigma, check_prediction, training_
 from keras_gen.layers.unet import UNet
 from keras_gen.models.conditioning import Conditioning, check_guidance
 from keras_gen.models.kinds import ModelKind, register_model_kind
-from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile, learning_rate_schedule
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import checked_num_images, seeded_signature
 
@@ -478,17 +478,7 @@ class DDPMKind(ModelKind):
     def compile(self, model, config):
         """Adam with a linear warm-up to the preset's learning rate, then (``lr_decay="cosine"``)
         cosine decay to ``lr_floor`` times it over the rest of the run."""
-        lr = config["learning_rate"]
-        warmup = config.get("warmup_steps", 0)
-        decay_steps = 0
-        if config.get("lr_decay") == "cosine":
-            decay_steps = max(1, config["epochs"] * config["steps_per_epoch"] - warmup)
-        if warmup or decay_steps:
-            lr = keras.optimizers.schedules.CosineDecay(
-                0.0 if warmup else lr, decay_steps=decay_steps or 10**9,
-                warmup_target=lr if warmup else None, warmup_steps=warmup,
-                alpha=config.get("lr_floor", 0.05) if decay_steps else 1.0)
-        model.compile(optimizer=keras.optimizers.Adam(lr))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config)))
 
     def optimizer_targets(self, model):
         return [(model.optimizer, model.optimizer_variables())]

@@ -35,7 +35,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_gen.models.kinds import ModelKind, register_model_kind
-from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
+from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile, learning_rate_schedule
 from keras_gen.models.replicas import replica_share, step_logs
 from keras_gen.models.serving import (MAX_IMAGES, check_num_images, check_seed, checked_num_images,
                                       checked_seed, seeded_signature, stateless_seed)
@@ -554,17 +554,8 @@ class FlowKind(ModelKind):
     def compile(self, model, config):
         """Adam with a linear warm-up over ``warmup_steps``, then (``lr_decay="cosine"``) cosine
         decay to ``lr_floor`` times the rate; ``clipnorm``: the gradients' global norm bound."""
-        lr = config["learning_rate"]
-        warmup = config.get("warmup_steps", 0)
-        decay_steps = 0
-        if config.get("lr_decay") == "cosine":
-            decay_steps = max(1, config["epochs"] * config["steps_per_epoch"] - warmup)
-        if warmup or decay_steps:
-            lr = keras.optimizers.schedules.CosineDecay(
-                0.0 if warmup else lr, decay_steps=decay_steps or 10**9,
-                warmup_target=lr if warmup else None, warmup_steps=warmup,
-                alpha=config.get("lr_floor", 0.05) if decay_steps else 1.0)
-        model.compile(optimizer=keras.optimizers.Adam(lr, global_clipnorm=config.get("clipnorm")))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate_schedule(config),
+                                                      global_clipnorm=config.get("clipnorm")))
 
     def export_call(self, info, options):
         if "temperature" in options:

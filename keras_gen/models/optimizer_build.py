@@ -1,4 +1,7 @@
-"""Create a model's optimizer variables in ``compile``, before the first train step is traced.
+"""Optimizer pieces the model families share: the variables built in ``compile`` and the
+learning-rate schedule of the presets.
+
+Why build in ``compile``, before the first train step is traced:
 
 Keras 3 (TensorFlow backend, no distribution strategy) creates the optimizer's slot variables
 inside the first traced ``train_step``, and a ``tf.function`` that creates variables is traced
@@ -28,3 +31,20 @@ class OptimizerBuiltOnCompile:
         """Compile from a ``.keras`` file's compile config, as Keras does for models whose
         ``compile`` is not overridden (it skips the others, which would load uncompiled)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
+
+
+def learning_rate_schedule(config: dict):
+    """The preset's learning rate: a linear warm-up over ``warmup_steps`` to ``learning_rate``,
+    then (``lr_decay="cosine"``) cosine decay to ``lr_floor`` (default 0.05) times it over the
+    rest of the run (``epochs * steps_per_epoch``); the plain rate when neither is set."""
+    lr = config["learning_rate"]
+    warmup = config.get("warmup_steps", 0)
+    decay_steps = 0
+    if config.get("lr_decay") == "cosine":
+        decay_steps = max(1, config["epochs"] * config["steps_per_epoch"] - warmup)
+    if not (warmup or decay_steps):
+        return lr
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup else lr, decay_steps=decay_steps or 10**9,
+        warmup_target=lr if warmup else None, warmup_steps=warmup,
+        alpha=config.get("lr_floor", 0.05) if decay_steps else 1.0)
