@@ -23,10 +23,11 @@ data: install
 demo: data
 	$(BIN)/keras-gen demo --out outputs
 
-# Two pytest-xdist workers, one file each at a time (module fixtures built once): most of a
-# test's time is single-threaded Python (tracing, child start-up), so one process idles a core.
+# Two pytest-xdist workers, one file (or group of files sharing fixtures) each at a time, longest
+# first (the order and groups: tests/conftest.py): most of a test's time is single-threaded Python
+# (tracing, child start-up), so one process would idle a core.
 test: data
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,45 @@ from helpers import CONDITIONAL_CLASSES, CONDITIONAL_DDIM_STEPS, tiny_dcgan, tin
 from keras_gen.data import sources
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+# ------------------------------------------------------------------ two pytest-xdist workers
+# `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`. One unit of work is a file (its
+# module fixtures are built once) or the group of files that share an in-process session fixture
+# (trained models held in memory, which a second worker would have to train again), and the units
+# are handed out longest first, so that the last to start is short and neither worker idles at the
+# end. The order is the files' measured wall time under `make test` (`--durations`), longest first;
+# files not listed follow in collection order. (xdist's own loadgroup marks do not work with
+# pytest 9: xdist 3.8 rewrites `item._nodeid`, which pytest 9 no longer reads.)
+SHARED_IN_PROCESS = {  # file -> the group of files sharing a session fixture held in memory
+    name: "models_in_memory" for name in ("test_conditional", "test_serving_guards", "test_export",
+                                          "test_evaluation", "test_vae", "test_dcgan")}
+LONGEST_FIRST = ("test_tutorials", "models_in_memory", "test_distillation", "test_ddpm", "test_shipped_models",
+                 "test_resume", "test_distribute", "test_model_contract", "test_flow")
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work (file or group of files) of a test's node id."""
+    module = Path(nodeid.split("::", 1)[0]).stem
+    return SHARED_IN_PROCESS.get(module, module)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.nodeid), len(rank)))  # stable: files stay whole
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile, with the files of SHARED_IN_PROCESS on one worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            return work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def _load_sample(name):
@@ -133,7 +174,9 @@ def tiny_dcgan_run(mnist_sample):
 # ------------------------------------------------------------------ tiny `keras-gen train` runs
 # The same uninterrupted runs serve test_ddpm.py, test_flow.py and test_export.py (their run folders and CLI) and
 # test_resume.py (the reference a killed-and-resumed run must end bitwise equal to): each is run
-# once per session, as the real console command, and read, never written, by the tests.
+# once per session, as the real console command, and read, never written, by the tests. Under
+# pytest-xdist the workers share them: the first worker to ask for a run starts it in a folder both
+# see, the other waits for its exit-code file.
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"],
@@ -143,12 +186,12 @@ TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", 
 
 class TinyTrainRuns:
     """`keras-gen train <kind> TINY_TRAIN_FLAGS --out <root>/<name>` for each name of
-    TINY_TRAIN_JOBS, started on first request (side by side with whatever runs then) and waited
-    for once. ``start(*names)`` starts them in the background; ``result(name)`` waits and returns
-    SimpleNamespace(rc, stdout, stderr, out)."""
+    TINY_TRAIN_JOBS, started on first request by whichever process asks first (side by side with
+    whatever runs then) and waited for once. ``start(*names)`` starts them in the background;
+    ``result(name)`` waits and returns SimpleNamespace(rc, stdout, stderr, out)."""
 
     def __init__(self, root: Path):
-        self.root, self.jobs, self.results = root, {}, {}
+        self.root, self.started_here, self.results = root, {}, {}
 
     def command(self, name):
         return [KERAS_GEN, "train", *TINY_TRAIN_JOBS[name], *TINY_TRAIN_FLAGS, "--out", str(self.root / name)]
@@ -158,30 +201,43 @@ class TinyTrainRuns:
 
     def start(self, *names):
         for name in names:
-            if name not in self.jobs:
-                self.jobs[name] = subprocess_jobs.start(self.command(name), self.root, f"train_{name}", self.root)
+            try:  # the claim file: exactly one process starts each run
+                os.close(os.open(self.root / f"train_{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            self.started_here[name] = subprocess_jobs.start_recording_rc(
+                self.command(name), self.root, f"train_{name}", self.root)
 
     def result(self, name):
         if name not in self.results:
             self.start(name)
-            done = subprocess_jobs.finish(self.jobs[name], timeout=600)
+            done = subprocess_jobs.wait_for_rc(self.root, f"train_{name}", timeout=600)
             self.results[name] = SimpleNamespace(rc=done.rc, stdout=done.stdout, stderr=done.stderr,
                                                  out=self.root / name)
         return self.results[name]
 
-    def kill_unfinished(self):
-        for process, _, _ in self.jobs.values():
-            if process.poll() is None:
-                process.kill()
+    def finish_started_here(self):
+        """Let the runs this process started end (another worker may still need them), then
+        stop whatever is left of them (their process groups)."""
+        for name, (process, _, _) in self.started_here.items():
+            try:
+                process.wait(timeout=600)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
 
 @pytest.fixture(scope="session")
 def tiny_train_runs(tmp_path_factory):
-    """The session's TinyTrainRuns (run folders under one temporary root)."""
-    runs = TinyTrainRuns(tmp_path_factory.mktemp("tiny_train"))
+    """The session's TinyTrainRuns (run folders under one temporary root, shared by xdist workers)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.getbasetemp().parent / "tiny_train"  # the run's, above each worker's
+        root.mkdir(exist_ok=True)
+    else:
+        root = tmp_path_factory.mktemp("tiny_train")
+    runs = TinyTrainRuns(root)
     yield runs
-    runs.kill_unfinished()
+    runs.finish_started_here()
 
 
 # ------------------------------------------------------------------ shared tiny exports

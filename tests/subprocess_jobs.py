@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,14 +13,39 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def start(cmd, log_dir: Path, name: str, cwd: Path, env=None):
+def start(cmd, log_dir: Path, name: str, cwd: Path, env=None, new_session=False):
     """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr).
 
-    ``env``: variables to add to the child's environment."""
+    ``env``: variables to add to the child's environment; ``new_session``: the child leads its own
+    process group (so that ``os.killpg`` reaches its children too)."""
     out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
     with open(out, "w") as fo, open(err, "w") as fe:
-        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env={**child_env(), **(env or {})})
+        process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env={**child_env(), **(env or {})},
+                                   start_new_session=new_session)
     return process, out, err
+
+
+# The exit code of a command written to a file when it ends, so that a process that did not start
+# it (another pytest-xdist worker) can wait for it: sh -c SCRIPT RC_PATH CMD...
+_RECORD_RC = '"$@"; echo $? > "$0.tmp" && mv "$0.tmp" "$0"'
+
+
+def start_recording_rc(cmd, log_dir: Path, name: str, cwd: Path):
+    """start() in a process group of its own, with the exit code written to <log_dir>/<name>.rc
+    when the command ends (a signal's death is 128 + signal, as in sh); see wait_for_rc."""
+    return start(["sh", "-c", _RECORD_RC, str(log_dir / f"{name}.rc"), *cmd], log_dir, name, cwd,
+                 new_session=True)
+
+
+def wait_for_rc(log_dir: Path, name: str, timeout=420):
+    """Wait for the .rc file of a start_recording_rc job (started by this process or another);
+    SimpleNamespace(rc, stdout, stderr), rc "timeout" if it did not end in time."""
+    rc_path, deadline = log_dir / f"{name}.rc", time.monotonic() + timeout
+    while not rc_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    rc = int(rc_path.read_text()) if rc_path.exists() else "timeout"
+    return SimpleNamespace(rc=rc, stdout=(log_dir / f"{name}.stdout").read_text(),
+                           stderr=(log_dir / f"{name}.stderr").read_text())
 
 
 def finish(job, timeout=420):
