@@ -346,7 +346,9 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         from keras_gen.models.conditioning import checked_guidance
         from keras_gen.models.serving import checked_seed, checked_trajectory_size
 
-        eps_fn = self.eps_fn(use_ema=True)
+        # One traced network call shared by every endpoint's sampling loop (a SavedModel stores
+        # it once): tracing the U-Net once per signature was most of an export's time.
+        eps_fn = tf.function(self.eps_fn(use_ema=True), reduce_retracing=True)
 
         def default_cond(num_images):
             if not self.conditioning.conditional:
