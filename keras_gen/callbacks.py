@@ -1,4 +1,5 @@
-"""Training callbacks: per-epoch sample grids, per-epoch model snapshots, wall-clock logging."""
+"""Training callbacks: per-epoch sample grids, per-epoch model snapshots, wall-clock and CPU-time
+logging, a CPU-time budget."""
 
 from __future__ import annotations
 
@@ -72,3 +73,34 @@ class WallClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["wall_seconds"] = self.elapsed()
+
+
+class CPUClock(keras.callbacks.Callback):
+    """This process's CPU time spent training (user + system, all threads: `time.process_time`),
+    ``offset`` included for a resumed run, added to each epoch's logs as ``cpu_seconds``.
+    Optionally a budget: once ``budget_seconds`` are spent, training stops at the end of the
+    current batch (``exhausted`` tells afterwards).
+
+    A budget in CPU time rather than wall time gives runs compared at one budget the same
+    compute on a shared machine, where another process can take a core for seconds at a time.
+    """
+
+    def __init__(self, offset: float = 0.0, budget_seconds: float | None = None):
+        super().__init__()
+        self.offset, self.budget_seconds, self.start, self.exhausted = float(offset), budget_seconds, None, False
+
+    def elapsed(self) -> float:
+        return self.offset + (0.0 if self.start is None else time.process_time() - self.start)
+
+    def on_train_begin(self, logs=None):
+        if self.start is None:  # once per run, even when fit is called in phases
+            self.start = time.process_time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.budget_seconds is not None and self.elapsed() >= self.budget_seconds:
+            self.exhausted = True
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["cpu_seconds"] = self.elapsed()

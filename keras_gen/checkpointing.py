@@ -250,19 +250,20 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     """Checkpoint every ``every_steps`` steps and at each epoch end.
 
     ``state`` is the progress to continue from (zeros for a new run); ``clock()`` gives the
-    cumulative training seconds; ``extra_state()`` optionally returns JSON-able state to keep
+    cumulative training seconds, ``cpu_clock()`` (optional) the CPU seconds; ``extra_state()`` optionally returns JSON-able state to keep
     under state["extra"] (e.g. a host RNG's state). Put it *after* the callbacks that write
     per-epoch files (sample grids, epoch snapshots): the epoch's resume state is written only
     once they exist, so a kill in between redoes the epoch's end rather than losing its files.
     """
 
     def __init__(self, store: CheckpointStore, steps_per_epoch: int, *, every_steps: int = 500,
-                 state: dict, history_csv: Path, clock, variables_fn=None, extra_state=None):
+                 state: dict, history_csv: Path, clock, cpu_clock=None, variables_fn=None, extra_state=None):
         super().__init__()
         self.store, self.steps_per_epoch, self.every_steps = store, int(steps_per_epoch), int(every_steps)
         self.state = dict(state)
         self.history_csv = Path(history_csv)
-        self.clock, self.variables_fn, self.extra_state = clock, variables_fn, extra_state
+        self.clock, self.cpu_clock = clock, cpu_clock
+        self.variables_fn, self.extra_state = variables_fn, extra_state
 
     def position(self) -> tuple[int, int]:
         """(epochs done, steps done in the current epoch)."""
@@ -270,6 +271,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def _save(self):
         self.state["wall_seconds"] = self.clock()
+        if self.cpu_clock:
+            self.state["cpu_seconds"] = self.cpu_clock()
         if self.extra_state:
             self.state["extra"] = self.extra_state()
         self.store.save((self.variables_fn or training_variables)(self.model), self.state)

@@ -106,12 +106,15 @@ def cmd_train(args):
     if args.resume and given:
         raise CLIError(f"--resume continues a run with the settings it was started with; "
                        f"drop {', '.join('--' + k.replace('_', '-') for k in given)}")
+    if args.resume and args.max_cpu_minutes:
+        raise CLIError("--resume keeps the run's own budget (its config's max_cpu_minutes); drop --max-cpu-minutes")
     if args.resume and args.force:
         raise CLIError("--resume continues the run in --out; --force would replace it: choose one")
     # a resumed run keeps the config it started with (train() reads it from the run folder)
     config = None if args.resume else get_preset(args.model, args.preset, **overrides)
     summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
-                    checkpoint_every=args.checkpoint_every, strategy=args.strategy, force=args.force)
+                    checkpoint_every=args.checkpoint_every, strategy=args.strategy, force=args.force,
+                    max_cpu_minutes=args.max_cpu_minutes)
     config = summary["train_config"]
     print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
           f" outputs in {args.out}:")
@@ -296,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run already in --out (only the files a run writes are removed)")
     train.add_argument("--checkpoint-every", type=positive_int, default=500,
                        help="steps between checkpoints (also one at every epoch end; default 500)")
+    train.add_argument("--max-cpu-minutes", type=positive_float,
+                       help="end the run (as finished) once training has used this much CPU time "
+                            "(all threads); for comparisons at an equal compute budget")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras fit verbosity: 1 = progress bar (default), 2 = a line per epoch")
     train.set_defaults(func=cmd_train)

@@ -112,12 +112,14 @@ class RunFolder:
         if row is None:
             return metadata
         training = metadata["training"]
-        steps_per_epoch = training["steps"] // training["epochs"]
+        steps_per_epoch = metadata.get("train_config", {}).get("steps_per_epoch") \
+            or training["steps"] // training["epochs"]
+        clocks = ("wall_seconds", "cpu_seconds")
         metadata["training"] = {
             "epochs": epoch, "steps": epoch * steps_per_epoch,
-            "wall_seconds": round(float(row["wall_seconds"]), 1),
+            **{k: round(float(row[k]), 1) for k in clocks if row.get(k) not in ("", "NA", None)},
             "final_metrics": {k: float(v) for k, v in row.items()
-                              if k not in ("epoch", "wall_seconds") and v not in ("", "NA", None)},
+                              if k not in ("epoch", *clocks) and v not in ("", "NA", None)},
             "checkpoint_of": f"{training['epochs']}-epoch run"}
         metadata["train_config"] = {**metadata.get("train_config", {}), "epochs": epoch}
         return metadata

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_gen.callbacks import EpochSnapshots, SampleGrid, WallClock
+from keras_gen.callbacks import CPUClock, EpochSnapshots, SampleGrid, WallClock
 from keras_gen.checkpointing import (CheckpointStore, ResumableCheckpoint, StopOnNonFinite,
                                      build_optimizers, training_variables)
 from keras_gen.data import load_dataset, make_dataset, steps_per_epoch
@@ -147,7 +147,7 @@ def _prepare_config(kind: str, config: dict, strategy: str) -> tuple[dict, dict]
 
 
 def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoint_every=500,
-          strategy: str = "default", force: bool = False) -> dict:
+          strategy: str = "default", force: bool = False, max_cpu_minutes: float | None = None) -> dict:
     """Run one training job; returns the summary (also written to out_dir/summary.json).
 
     ``out_dir`` becomes this run's folder (keras_gen.runs.RunFolder: one process at a time; a
@@ -158,7 +158,9 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     ignored). A NaN/Inf loss raises TrainingDiverged (keras_gen.checkpointing) and leaves the
     last good checkpoint. ``strategy`` names the tf.distribute strategy (keras_gen.distribute);
     the batch size stays the global one. Under "multiworker" every worker runs this with its own
-    ``out_dir`` (the chief's is the one to keep).
+    ``out_dir`` (the chief's is the one to keep). ``max_cpu_minutes`` ends the run early, as
+    finished, once training has used that much of this process's CPU time (callbacks.CPUClock;
+    for comparisons at an equal budget); the summary then says ``"stopped": "cpu budget"``.
     """
     model_kind = get_model_kind(kind)
     if not resume and config is None:
@@ -166,8 +168,10 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     run = RunFolder(out_dir)
     with run:
         state = run.claim(kind, resume=resume, force=force)
-        return _train_in(run, model_kind, state or _new_state(config), resume, verbose,
-                         checkpoint_every, strategy)
+        state = state or _new_state(config)
+        if max_cpu_minutes is not None and not resume:
+            state["config"] = {**state["config"], "max_cpu_minutes": float(max_cpu_minutes)}
+        return _train_in(run, model_kind, state, resume, verbose, checkpoint_every, strategy)
 
 
 def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, checkpoint_every, strategy):
@@ -194,13 +198,16 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
     state["config"] = config
     servable = model_kind.servable(model)
     clock = WallClock(offset=state["wall_seconds"])
+    budget = config.get("max_cpu_minutes")
+    cpu_clock = CPUClock(offset=state.get("cpu_seconds", 0.0), budget_seconds=budget and budget * 60)
     checkpoint = ResumableCheckpoint(store, config["steps_per_epoch"], every_steps=checkpoint_every,
                                      state=state, history_csv=run.history_csv, clock=clock.elapsed,
+                                     cpu_clock=cpu_clock.elapsed,
                                      variables_fn=lambda m: training_variables(m, extra_optimizers),
                                      extra_state=(lambda: trainer.host_state) if trainer else None)
     # Order matters: the NaN guard first, the per-epoch files next, the epoch's resume state last
     # (a kill between them redoes the epoch's end instead of losing its files).
-    callbacks = [clock, StopOnNonFinite(store, checkpoint.position), EpochSnapshots(run.checkpoints_dir, servable),
+    callbacks = [clock, cpu_clock, StopOnNonFinite(store, checkpoint.position), EpochSnapshots(run.checkpoints_dir, servable),
                  SampleGrid(lambda n, seed: servable.sample(n, seed), run.samples_dir, draw_initial=not resume),
                  checkpoint]
     for phase in plan_phases(config["epochs"], config["steps_per_epoch"], state["epoch"], state["step_in_epoch"]):
@@ -211,10 +218,12 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
             _keras_fit(model, dataset, phase, callbacks, verbose)
         else:
             _trainer_fit(trainer, dataset, phase, callbacks, verbose)
+        if cpu_clock.exhausted:
+            break
     wall = clock.elapsed()
-    steps = config["epochs"] * config["steps_per_epoch"]
+    steps = checkpoint.state["global_step"]
     history = {k: [row.get(k) for row in checkpoint.state["history"]]
-               for k in checkpoint.state["history"][0] if k not in ("epoch", "wall_seconds")}
+               for k in checkpoint.state["history"][0] if k not in ("epoch", "wall_seconds", "cpu_seconds")}
 
     loss_keys = {k: v for k, v in history.items() if "loss" in k}
     loss_curves(loss_keys, run.loss_curve, title=f"{kind} training losses")
@@ -225,13 +234,14 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
     save_keras_atomically(servable, run.model_keras)
     final_metrics = {k: float(v[-1]) for k, v in history.items()}
     metadata = {"dataset": config["dataset"], "preset": config["preset"], "train_config": config,
-                "training": {"epochs": config["epochs"], "steps": steps,
-                             "wall_seconds": round(wall, 1), "final_metrics": final_metrics,
-                             "resumes": state.get("resumes", 0)},
+                "training": {"epochs": checkpoint.state["epoch"], "steps": steps,
+                             "wall_seconds": round(wall, 1), "cpu_seconds": round(cpu_clock.elapsed(), 1),
+                             "final_metrics": final_metrics, "resumes": state.get("resumes", 0),
+                             **({"stopped": "cpu budget"} if cpu_clock.exhausted else {})},
                 "machine": machine_info()}
     export_saved_model(servable, run.saved_model, metadata=metadata, overwrite=True)
     store.save(training_variables(model, extra_optimizers),
-               {**checkpoint.state, "finished": True, "wall_seconds": wall})
+               {**checkpoint.state, "finished": True, "wall_seconds": wall, "cpu_seconds": cpu_clock.elapsed()})
     summary = {"kind": kind, **metadata,
                "outputs": {"samples": str(run.samples_png), "history": str(run.history_csv),
                            "loss_curve": str(run.loss_curve), "keras": str(run.model_keras),

@@ -71,6 +71,8 @@ BAD_INPUTS = [
     (["train", "dcgan", "--preset", "tiny", "--out", "{tmp}/o", "--limit", "10"],
      "--batch-size 64 is larger than the 10 training images"),
     (["train", "vae", "--out", "{tmp}/o", "--resume", "--force"], "--force would replace it"),
+    (["train", "vae", "--out", "{tmp}/o", "--resume", "--max-cpu-minutes", "5"], "drop --max-cpu-minutes"),
+    (["train", "vae", "--out", "{tmp}/o", "--max-cpu-minutes", "0"], "--max-cpu-minutes"),
     (["train", "dcgan", "--out", "{tmp}/o", "--loop", "alternating", "--num-classes", "10"],
      "alternating loop trains unconditional DCGANs only"),
     (["sample", "{export}", "--seed", "-5", "--out", "{tmp}/s.png"], "--seed: must be an integer in [0, 2147483647]"),

@@ -236,3 +236,25 @@ def test_the_epoch_stream_depends_only_on_seed_and_epoch(mnist_sample):
     assert sorted(sum(full[:3], [])) == sorted(labels.tolist())  # ...of every image once
     assert batches(start_epoch=1, skip_batches=2) == full[5:]  # a resume sees the same batches
     assert batches() == full
+
+
+def test_a_cpu_budget_ends_the_run_early_as_finished(tmp_path):
+    """`train(..., max_cpu_minutes=M)` stops at the first batch end after M minutes of CPU time and
+    finishes the run there: outputs written, the summary says so, and the run cannot be resumed."""
+    from keras_gen.presets import get_preset
+    from keras_gen.training import train
+
+    config = get_preset("vae", "tiny")  # 2 epochs of 8 steps
+    run_dir = tmp_path / "budget"
+    summary = train("vae", config, run_dir, verbose=0, max_cpu_minutes=1e-4)  # 6 ms: one step's worth
+    training = summary["training"]
+    assert training["stopped"] == "cpu budget" and summary["train_config"]["max_cpu_minutes"] == 1e-4
+    assert training["steps"] == 1 and training["epochs"] == 1 and training["cpu_seconds"] >= 0.006
+    state = read_state(run_dir)
+    assert state["finished"] and state["global_step"] == 1 and state["cpu_seconds"] >= training["cpu_seconds"]
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and float(rows[0]["cpu_seconds"]) > 0
+    assert (run_dir / "saved_model" / "saved_model.pb").exists() and (run_dir / "model.keras").exists()
+    with pytest.raises(ValueError, match="already finished"):
+        train("vae", None, run_dir, resume=True)
