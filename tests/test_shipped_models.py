@@ -21,7 +21,7 @@ from subprocess_jobs import explain
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
-KINDS = ("vae", "dcgan", "ddpm")
+KINDS = ("vae", "dcgan", "ddpm", "flow")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 DEMO_N = 16  # samples per row of the demo's trilemma table (at least 4)
@@ -108,5 +108,5 @@ def test_demo_runs_on_the_shipped_models(served):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
         assert str(out / name) in run.stdout  # the demo says where everything is
     report = json.loads((out / "trilemma" / "report.json").read_text())
-    assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5"]
+    assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "flow (FLOW)"]
     assert report["n"] == DEMO_N and len(report["references"]) == 3
