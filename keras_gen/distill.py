@@ -71,6 +71,21 @@ def teacher_keras_file(teacher, out: Path) -> Path:
     raise ValueError(f"{teacher} is not a DDPM export, a .keras file or a finished run folder")
 
 
+def teacher_config(keras_file: Path) -> dict:
+    """The teacher's model config read from its .keras file (a zip holding config.json), without
+    building it: a round builds (and type-checks) its teacher itself, and building one costs
+    seconds. Refuses a file that holds no diffusion model."""
+    import zipfile
+
+    with zipfile.ZipFile(keras_file) as archive:
+        saved = json.loads(archive.read("config.json"))
+    config = saved.get("config", {})
+    if "schedule" not in config:
+        raise ValueError(f"{keras_file} holds a {saved.get('class_name', 'model')}, not a DDPM: "
+                         "only diffusion models can be distilled")
+    return config
+
+
 def _round_dir(out: Path, k: int, steps: int) -> Path:
     return out / f"round_{k}_{2 * steps}_to_{steps}"
 
@@ -155,17 +170,20 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
     from_steps = settings["from_steps"] or base["from_steps"]
     steps_per_round = round_steps(from_steps, settings["to_steps"])
     teacher_file = teacher_keras_file(settings["teacher"], out)
-    first_teacher = load_teacher(teacher_file)
-    if from_steps > first_teacher.schedule.timesteps:
-        raise ValueError(f"--from-steps {from_steps} exceeds the teacher's T={first_teacher.schedule.timesteps}")
+    first_config = teacher_config(teacher_file)
+    timesteps = first_config["schedule"]["timesteps"]
+    if from_steps > timesteps:
+        raise ValueError(f"--from-steps {from_steps} exceeds the teacher's T={timesteps}")
     dataset = base["dataset"]
     rounds_path = out / ROUNDS
     record = json.loads(rounds_path.read_text()) if rounds_path.exists() else {"teacher": str(teacher_file),
                                                                                 "records": []}
     measured = {(r["model"], r["steps"]) for r in record["records"]}
+    first_teacher = None
     for steps in [from_steps] + steps_per_round if settings["fid_n"] else []:
         if ("teacher", steps) not in measured:  # the baseline: the teacher's DDIM at the same steps
             print(f"classifier FID of the teacher's DDIM with {steps} steps (n={settings['fid_n']})")
+            first_teacher = first_teacher or load_teacher(teacher_file)
             record["records"].append({"model": "teacher", "steps": steps, **_measure_fid(
                 lambda n, seed: trailing_samples(first_teacher, n, steps, seed), settings["fid_n"], dataset)})
             atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
@@ -174,7 +192,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
         folder = _round_dir(out, k, steps)
         if not (folder / "summary.json").exists():
             config = get_preset("distilled", settings["preset"], teacher=str(previous), steps=steps,
-                                data_mode=first_teacher.data_mode, **settings["overrides"])
+                                data_mode=first_config.get("data_mode", "pad"), **settings["overrides"])
             # resumed only from a checkpoint: a round killed before its first one starts again
             started = (RunFolder(folder).resume_dir / "state.json").is_file()
             print(f"round {k}/{len(steps_per_round)}: {2 * steps} -> {steps} steps ({folder})")
