@@ -185,14 +185,24 @@ def cmd_evaluate(args):
         return cmd_train_classifier(args.paths[1:] + args.extra)
     if args.extra:
         raise CLIError(f"unrecognized arguments: {' '.join(args.extra)}")
-    from keras_gen.evaluation import evaluate_paths, model_card, record_evaluation, write_model_card
-    report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
-                            report_dir=args.report, dataset=args.dataset, seed=args.seed,
-                            batch_size=args.batch_size, references=not args.no_references,
-                            ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
-    if args.record:
-        for path in record_evaluation(report):
-            print(f"recorded the evaluation in {path}/assets")
+    from keras_gen.evaluation import (evaluate_paths, format_likelihoods, measure_likelihood, model_card,
+                                      record_evaluation, record_likelihood, write_model_card)
+    if not args.likelihood_only:
+        report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
+                                report_dir=args.report, dataset=args.dataset, seed=args.seed,
+                                batch_size=args.batch_size, references=not args.no_references,
+                                ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
+        if args.record:
+            for path in record_evaluation(report):
+                print(f"recorded the evaluation in {path}/assets")
+    if args.likelihood or args.likelihood_only:
+        results = [measure_likelihood(path, n=args.likelihood_n, seed=args.seed, dataset=args.dataset)
+                   for path in args.paths]
+        print(format_likelihoods(results))
+        for result in results:
+            if args.record and Path(result["path"]).is_dir():
+                record_likelihood(result)
+                print(f"recorded the likelihood in {result['path']}/assets")
     if args.card:
         exports = [p for p in args.paths if Path(p).is_dir()]
         write_model_card(args.card, model_card(exports))
@@ -363,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="samples for the full-step DDPM rows (default min(--n, 100): T passes each)")
     evaluate.add_argument("--no-ddpm-full", action="store_true",
                           help="evaluate DDPMs with the DDIM step counts only")
+    evaluate.add_argument("--likelihood", action="store_true",
+                          help="also each model's likelihood bounds on the test images (VAE: -ELBO and "
+                               "-IWAE in nats on binarised MNIST; flow: bits/dim; a GAN has none)")
+    evaluate.add_argument("--likelihood-only", action="store_true", help="only the likelihoods")
+    evaluate.add_argument("--likelihood-n", type=positive_int,
+                          help="test images for the likelihoods (default all 10,000)")
     evaluate.add_argument("--record", action="store_true",
                           help="store each export's numbers in its assets/keras_gen.json")
     evaluate.add_argument("--card", help="markdown file to put the exports' model-card table in (between its "

@@ -4,7 +4,8 @@ A SavedModel written by keras.export.ExportArchive lists its variables in an ord
 from process to process, and names them only by their layer's short name ("u_net/bias"). What
 is stable is *where each variable is read*: the name of the ``ReadVariableOp`` that reads it in
 the ``serving_default`` function (following it into while-loop bodies and function calls, e.g.
-``while/u_net_1/down0_res1/conv1/convolution/ReadVariableOp``). `copy_export_weights` exports the
+``while/u_net_1/down0_res1/conv1/convolution/ReadVariableOp``), or in the first other signature
+that reads it. `copy_export_weights` exports the
 freshly built model once to a temporary folder, with every variable set to a distinct marker
 value, and matches the two exports' variables by those reader names.
 """
@@ -35,10 +36,6 @@ def _reader_names(export_dir) -> dict[int, str]:
     graph, library = meta.object_graph_def, {f.signature.name: f for f in meta.graph_def.library.function}
     children = {c.local_name: c.node_id for c in graph.nodes[0].children}
     position = {c.node_id: k for k, c in enumerate(graph.nodes[children["_all_variables"]].children)}
-    function_name = graph.nodes[children["serving_default"]].function.concrete_functions[0]
-    bound = graph.concrete_functions[function_name].bound_inputs
-    function = library[function_name]
-    args = [a.name for a in function.signature.input_arg]
     names: dict[int, str] = {}
 
     def walk(fdef, arg_positions, prefix):
@@ -54,7 +51,18 @@ def _reader_names(export_dir) -> dict[int, str]:
                     if mapping:
                         walk(callee, mapping, prefix + node.name + "/")
 
-    walk(function, {arg: position[node] for arg, node in zip(args[len(args) - len(bound):], bound)}, "")
+    # Every endpoint, serving_default first, then by name: a variable gets the name of its first
+    # reader, and variables only another signature reads (a VAE's encoder in `encode`) get one too.
+    endpoints = sorted((name for name, node in children.items()
+                        if graph.nodes[node].WhichOneof("kind") == "function"),
+                       key=lambda name: (name != "serving_default", name))
+    for endpoint in endpoints:
+        function_name = graph.nodes[children[endpoint]].function.concrete_functions[0]
+        bound = graph.concrete_functions[function_name].bound_inputs
+        function = library[function_name]
+        args = [a.name for a in function.signature.input_arg]
+        prefix = "" if endpoint == "serving_default" else f"{endpoint}:"
+        walk(function, {arg: position[node] for arg, node in zip(args[len(args) - len(bound):], bound)}, prefix)
     return dict(zip(names, canonical_paths(list(names.values()), _OP_AUTO_NUMBER)))
 
 

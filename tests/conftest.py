@@ -29,7 +29,7 @@ DATA_DIR = Path(__file__).parent / "data"
 # pytest 9: xdist 3.8 rewrites `item._nodeid`, which pytest 9 no longer reads.)
 SHARED_IN_PROCESS = {  # file -> the group of files sharing a session fixture held in memory
     name: "models_in_memory" for name in ("test_conditional", "test_serving_guards", "test_export",
-                                          "test_evaluation", "test_vae", "test_dcgan")}
+                                          "test_evaluation", "test_vae", "test_dcgan", "test_likelihood")}
 LONGEST_FIRST = ("test_tutorials", "models_in_memory", "test_distillation", "test_ddpm", "test_shipped_models",
                  "test_resume", "test_distribute", "test_model_contract", "test_flow")
 

@@ -31,6 +31,7 @@ from subprocess_jobs import explain, run_cli_commands
 
 KINDS = ("vae", "dcgan")
 LATENT_SIGNATURE = {"vae": "decode", "dcgan": "generate"}
+ENCODER_SIGNATURES = {"vae": ["encode"], "dcgan": []}  # the VAE also serves its posterior
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def saved_model_cli_path():
@@ -106,7 +107,7 @@ def test_export_serves_without_keras_gen(exports, kind):
     run = exports[kind]
     assert run.result["keras_gen_in_sys_modules"] is False
     assert run.result["refused_imports"] == []
-    assert run.result["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
+    assert run.result["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind], *ENCODER_SIGNATURES[kind]])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -182,7 +183,7 @@ def test_assets_describe_the_model(exports, kind):
     assert info["kind"] == kind
     assert info["config"]["latent_dim"] == run.model.latent_dim
     assert info["config"] == json.loads(json.dumps(run.model.get_config(), default=str))
-    assert info["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind]])
+    assert info["signatures"] == sorted(["serving_default", LATENT_SIGNATURE[kind], *ENCODER_SIGNATURES[kind]])
     assert info["dataset"] == "mnist" and info["training"] == {"steps": 12}  # metadata kept
     assert info["network_passes"] == 1  # one generator / decoder pass per sample
     assert read_export_info(run.path) == info

@@ -11,6 +11,7 @@
 - references: real_reference (real test set features), reference_sets (real / noise / one class)
 - report:     evaluate_paths (the whole report for exported models), evaluate_images, format_table
 - conditional: class_accuracy, per_class_fid, evaluate_conditional, guidance_sweep (conditional models)
+- likelihood: measure_likelihood, record_likelihood, format_likelihoods (each kind's bounds on log p)
 """
 
 from keras_gen.evaluation.classifier import (Classifier, build_classifier, classifier_path,
@@ -22,6 +23,7 @@ from keras_gen.evaluation.metrics import (KID, PrecisionRecall, class_entropy, c
                                           frechet_distance_from_statistics, inception_score,
                                           kernel_inception_distance, kl_to_uniform,
                                           precision_recall)
+from keras_gen.evaluation.likelihood import format_likelihoods, measure_likelihood, record_likelihood
 from keras_gen.evaluation.model_card import (model_card, record_evaluation,
                                              write_model_card)
 from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
@@ -32,7 +34,7 @@ from keras_gen.evaluation.conditional import (DEFAULT_GUIDANCE_SCALES, class_acc
                                               conditional_metrics, draw_per_class,
                                               evaluate_conditional, guidance_sweep, per_class_fid)
 
-__all__ = ["DEFAULT_GUIDANCE_SCALES", "class_accuracy", "conditional_metrics", "draw_per_class",
+__all__ = ["format_likelihoods", "measure_likelihood", "record_likelihood", "DEFAULT_GUIDANCE_SCALES", "class_accuracy", "conditional_metrics", "draw_per_class",
            "evaluate_conditional", "guidance_sweep", "per_class_fid", "model_card", "record_evaluation", "write_model_card", "Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
            "build_classifier", "class_entropy", "class_histogram", "classes_covered", "classifier_fid",
            "classifier_path", "coverage_metrics", "detect_image_format", "evaluate_images",

@@ -397,6 +397,8 @@ class DCGANKind(ModelKind):
     }
     sample_options = {"label": lambda value, info: Conditioning.of_info(info).label(value)}
     loops = ("fit", "alternating")
+    no_likelihood = ("an implicit model: the generator maps noise to images and defines no density, "
+                     "so there is no likelihood to evaluate (only samples)")
 
     def data_options(self, config):
         return dict(value_range="-1_1", drop_remainder=True)

@@ -439,6 +439,8 @@ class DDPMKind(ModelKind):
     article's three diffusion figures, and the sampler / steps / guidance sampling options."""
 
     name = "ddpm"
+    no_likelihood = ("its variational bound (Ho et al. 2020, eq. 5, with the discretised decoder of their "
+                     "section 3.3) is not implemented yet")
     presets = {
         # Article, "Diffusion Models": T=200, batch 64, lr 1e-4, 10 epochs, U-Net dim 64, mults
         # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: docs/errata.md,

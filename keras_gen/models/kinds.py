@@ -26,6 +26,9 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``network_passes(info, options)`` network evaluations per sample of such a call
 ``evaluation_runs(info, ...)`` the rows ``keras-gen evaluate`` draws for one model
 ``demo_figures(sampler, out, seed)`` extra figures ``keras-gen demo`` draws from a shipped model
+``likelihood(model, images)`` rows of the kind's likelihood bounds on uint8 test images
+                          (keras_gen.likelihood.summary_row); ``no_likelihood`` says why a kind
+                          has none (None when it has one)
 ========================  =====================================================================
 
 A new family is its module (model + kind), its presets, its tests and its tutorial. A kind
@@ -128,6 +131,18 @@ class ModelKind(abc.ABC):
         """Extra figures ``keras-gen demo`` draws from a shipped model (a keras_gen.sampling
         Sampler) into ``out``; returns their paths."""
         return []
+
+    #: Why this kind reports no likelihood (``keras-gen evaluate --likelihood`` prints it); None
+    #: for a kind that overrides ``likelihood``.
+    no_likelihood: str | None = "no likelihood is implemented for this kind"
+
+    def likelihood(self, model, images, *, seed: int = 0, info: dict | None = None) -> list[dict]:
+        """The kind's bounds on the log-likelihood of uint8 ``images`` (N, 28, 28) for a Keras
+        ``model`` of this kind: a list of keras_gen.likelihood.summary_row dicts (bound, value,
+        stderr, n, unit, data), computed with seeded randomness. ``info``: the export's assets when
+        the model was rebuilt from an export (which holds only what its signatures read).
+        Default: ValueError(no_likelihood)."""
+        raise ValueError(f"{self.name}: {self.no_likelihood}")
 
     def evaluation_runs(self, info: dict, *, ddim_steps=(), full_chain=True, full_chain_n=None):
         """(runs, notes): the rows ``keras-gen evaluate`` draws for one model, each

@@ -107,6 +107,23 @@ def checked_codes(z, labels=None):
         return tf.identity(z), tf.identity(labels)
 
 
+def checked_images(images, labels=None):
+    """Images (N, H, W, C) in [0, 1] given to an export (a VAE's ``encode``) with in-graph checks:
+    1 <= N <= MAX_IMAGES first, then values in [0, 1] (NaN fails too) and labels (N,) if given.
+    Returns images, or (images, labels)."""
+    rows = tf.shape(images)[0]
+    with tf.control_dependencies(_count_checks(rows, "the number of images")):
+        images = tf.identity(images)
+        labels = None if labels is None else tf.identity(labels)
+    in_range = tf.reduce_all((images >= 0.0) & (images <= 1.0))  # False for NaN
+    checks = [tf.debugging.Assert(in_range, ["images must be in [0, 1] (no NaN)"])]
+    if labels is not None:
+        checks.append(tf.debugging.assert_equal(tf.shape(labels)[0], rows,
+                                                message="labels must have one entry per image"))
+    with tf.control_dependencies(checks):
+        return tf.identity(images) if labels is None else (tf.identity(images), tf.identity(labels))
+
+
 def checked_trajectory_size(num_images, steps):
     """num_images with the in-graph check num_images * (steps + 1) <= MAX_TRAJECTORY_FRAMES
     (the frames sample_trajectory returns), computed in int64 so it cannot overflow."""

@@ -20,7 +20,7 @@ from keras_gen.models.conditioning import Conditioning
 from keras_gen.models.kinds import ModelKind, register_model_kind
 from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.replicas import replica_share, step_logs
-from keras_gen.models.serving import latent_model_endpoints, prior_draws
+from keras_gen.models.serving import checked_images, latent_model_endpoints, prior_draws
 
 IMAGE_SHAPE = (28, 28, 1)
 
@@ -191,8 +191,27 @@ class VAE(OptimizerBuiltOnCompile, keras.Model):
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
-        """Functions for the SavedModel serving contract (see keras_gen.export)."""
-        return latent_model_endpoints(self.latent_dim, self.decode, "decode", self.conditioning)
+        """Functions for the SavedModel serving contract (see keras_gen.export), plus
+        ``encode(images[, labels])``: the posterior's mean and logvar (N, latent_dim) of images
+        (N, 28, 28, 1) in [0, 1] (what the likelihood bounds need; it also puts the encoder's
+        weights in the export)."""
+        endpoints = latent_model_endpoints(self.latent_dim, self.decode, "decode", self.conditioning)
+        image_spec = tf.TensorSpec((None, 28, 28, 1), tf.float32, name="images")
+
+        def posterior(images, labels=None):
+            mean, logvar = self.encode(images, labels)
+            return {"mean": tf.cast(mean, tf.float32), "logvar": tf.cast(logvar, tf.float32)}
+
+        if self.conditioning.conditional:
+            def encode(images, labels):
+                images, labels = checked_images(images, labels)
+                return posterior(images, self.conditioning.checked(labels))
+            endpoints["encode"] = (encode, [image_spec, tf.TensorSpec((None,), tf.int32, name="labels")])
+        else:
+            def encode(images):
+                return posterior(checked_images(images))
+            endpoints["encode"] = (encode, [image_spec])
+        return endpoints
 
 
 @register_model_kind
@@ -210,8 +229,29 @@ class VAEKind(ModelKind):
     }
     sample_options = {"label": lambda value, info: Conditioning.of_info(info).label(value)}
 
+    no_likelihood = None
+    iwae_k = 100  # importance samples of the IWAE bound (Burda et al. 2016 report k = 5000 too)
+
     def data_options(self, config):
         return dict(binarize=True, value_range="0_1")
+
+    def likelihood(self, model, images, *, seed=0, info=None):
+        """-ELBO and -L_k (k = ``iwae_k``, Burda et al. 2016) in nats per image, on the images
+        binarised as the VAE trains on them (pixel >= 128 -> 1), from the same k posterior draws."""
+        from keras_gen.data import preprocess_images
+        from keras_gen.likelihood import summary_row, vae_bounds
+
+        if info is not None and "encode" not in info.get("signatures", []):
+            raise ValueError("vae: this export has no encode signature (it predates it), so it holds no encoder "
+                             "weights; export the run's model.keras again (keras-gen export) or pass that file")
+
+        if model.conditioning.conditional:
+            raise ValueError("vae: the likelihood of a conditional VAE needs labels; only unconditional ones")
+        x = preprocess_images(images, **self.data_options({})).numpy()
+        bounds = vae_bounds(model, x, k=self.iwae_k, seed=seed)
+        data = "binarised MNIST test images (pixel >= 128), not the 8-bit data"
+        return [summary_row("-ELBO", -bounds["elbo"], "nats", data, k=self.iwae_k),
+                summary_row(f"-IWAE (k={self.iwae_k})", -bounds["iwae"], "nats", data, k=self.iwae_k)]
 
     def build(self, config):
         return VAE(latent_dim=config["latent_dim"], article_kl=config.get("article_kl", False),
