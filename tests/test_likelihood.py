@@ -140,3 +140,78 @@ def test_cli_likelihood_only_records_the_bounds(tiny_exports, tmp_path):
     assert [r["bound"] for r in recorded["rows"]] == ["-ELBO", "-IWAE (k=100)"]
     assert "evaluation" not in recorded and recorded["cpu_seconds"] >= 0
     assert json.loads((dcgan / "assets" / "keras_gen.json").read_text())["likelihood"]["rows"] == []
+
+
+# ----------------------------------------------------------------------------- the DDPM's bound
+
+
+@pytest.fixture(scope="module")
+def tiny_bound(mnist_sample):
+    """A tiny DDPM (T = helpers.TINY_T), its DiffusionBound and 4 real digits as its inputs."""
+    import keras
+
+    from helpers import tiny_ddpm
+    from keras_gen.likelihood.diffusion import DiffusionBound
+
+    keras.utils.set_random_seed(0)
+    model = tiny_ddpm(ddim_steps=2)
+    x0 = preprocess_images(mnist_sample[0][:4], value_range="-1_1", pad_to=32)
+    return model, DiffusionBound(model), x0
+
+
+def test_the_discretised_decoder_against_numerical_integration():
+    from keras_gen.likelihood.diffusion import discretized_gaussian_log_likelihood
+
+    k = np.array([0, 1, 100, 254, 255])
+    x = 2 * k / 255 - 1
+    mean, std = 0.1, 0.3
+    got = discretized_gaussian_log_likelihood(tf.constant(x, tf.float32), mean, std).numpy()
+    for value, x_k in zip(got, x):  # integrate the density over the bin (open at the two ends)
+        low = -10.0 if x_k <= -1 else x_k - 1 / 255
+        high = 10.0 if x_k >= 1 else x_k + 1 / 255
+        grid = np.linspace(low, high, 200001)
+        density = np.exp(-0.5 * ((grid - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+        assert value == pytest.approx(np.log(np.trapezoid(density, grid)), abs=1e-4)
+
+
+def test_gaussian_kl_closed_form():
+    from keras_gen.likelihood.diffusion import gaussian_kl
+
+    assert float(gaussian_kl(0.0, 1.0, 1.0, 4.0)) == pytest.approx(0.5 * (np.log(4.0) + 2.0 / 4.0 - 1.0))
+    assert float(gaussian_kl(0.3, 0.2, 0.3, 0.2)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_every_term_is_finite_and_non_negative(tiny_bound):
+    model, bound, x0 = tiny_bound
+    terms = bound.all_terms(x0, seed=0).numpy()
+    assert terms.shape == (model.schedule.timesteps + 1, 4, 32, 32, 1)
+    assert np.isfinite(terms).all() and terms.min() >= -1e-6  # KLs and -log P(bin) are >= 0
+
+
+def test_a_perfect_denoisers_step_terms_are_the_variance_mismatch_only(tiny_bound):
+    """If the network returned the true x_0, p's mean would be q's: the KL is then the variance
+    mismatch 0.5 (log(beta / beta~) + beta~ / beta - 1) per pixel."""
+    model, bound, x0 = tiny_bound
+    oracle = type(bound)(model)
+    oracle._x0_prediction = lambda x_t, t: x0
+    t = tf.fill([4], 5)
+    got = oracle.step_term(x0, t, tf.random.stateless_normal(tf.shape(x0), seed=[1, 1])).numpy()
+    beta, beta_tilde = model.schedule.betas[5], model.schedule.posterior_variance[5]
+    np.testing.assert_allclose(got, 0.5 * (np.log(beta / beta_tilde) + beta_tilde / beta - 1), rtol=1e-4)
+
+
+def test_the_stratified_estimate_is_unbiased(tiny_bound):
+    """Mean of the stratified estimate over seeds = mean of the full sum over every timestep."""
+    _, bound, x0 = tiny_bound
+    full = np.array([bound.all_terms(x0, seed=s).numpy().sum(axis=(0, 2, 3, 4)) for s in range(6)])
+    strat = np.array([bound.stratified(x0, strata=4, seed=s).numpy().sum(axis=(1, 2, 3)) for s in range(40)])
+    difference = strat.mean(0) - full.mean(0)
+    error = np.sqrt(strat.var(0, ddof=1) / len(strat) + full.var(0, ddof=1) / len(full))
+    assert np.all(np.abs(difference) < 4 * error + 1e-3 * np.abs(full.mean(0))), (difference, error)
+
+
+def test_the_ddpm_kind_reports_bits_per_dim_with_the_padding_share(tiny_bound, mnist_sample):
+    model, _, _ = tiny_bound
+    (row,) = get_model_kind("ddpm").likelihood(model, mnist_sample[0][:8], seed=0)
+    assert row["unit"] == "bits/dim" and row["n"] == 8 and np.isfinite(row["value"])
+    assert 0 < row["padding_bits_per_dim"] < row["value"] and row["strata"] == 10
