@@ -140,6 +140,10 @@ def test_cli_likelihood_only_records_the_bounds(tiny_exports, tmp_path):
     assert [r["bound"] for r in recorded["rows"]] == ["-ELBO", "-IWAE (k=100)"]
     assert "evaluation" not in recorded and recorded["cpu_seconds"] >= 0
     assert json.loads((dcgan / "assets" / "keras_gen.json").read_text())["likelihood"]["rows"] == []
+    from keras_gen.evaluation import model_card
+    card = model_card([vae, dcgan])  # the model card's second table comes from these records
+    assert "| model | likelihood | value | unit | test images | data |" in card
+    assert "| vae (VAE) | -IWAE (k=100) |" in card and "| dcgan (DCGAN) | none: an implicit model" in card
 
 
 # ----------------------------------------------------------------------------- the DDPM's bound

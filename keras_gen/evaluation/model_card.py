@@ -112,7 +112,28 @@ def model_card(paths) -> str:
             lines.append(base.format(sampler=sampler) +
                          f" {row['fid']:.1f} ({row['n']}) | {row['classes_covered']} | "
                          f"{row['normalized_entropy']:.3f} | {_fmt(row.get('samples_per_s'), '.3g')} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + likelihood_table(paths)
+
+
+def likelihood_table(paths) -> str:
+    """The recorded likelihoods (`keras-gen evaluate --likelihood --record`) as a second table
+    ("" when no export has one); a kind without a likelihood gets its reason."""
+    lines = []
+    for path in paths:
+        record = read_export_info(path).get("likelihood")
+        if not record:
+            continue
+        name = f"{Path(path).name} ({record['kind'].upper()})"
+        if not record["rows"]:
+            lines.append(f"| {name} | none: {record['none']} | | | | |")
+        for row in record["rows"]:
+            stderr = f" +- {row['stderr']:.3f}" if row.get("stderr") is not None else ""
+            lines.append(f"| {name} | {row['bound']} | {row['value']:.3f}{stderr} | {row['unit']} | {row['n']} | "
+                         f"{row['data']} |")
+    if not lines:
+        return ""
+    head = "| model | likelihood | value | unit | test images | data |\n|---|---|---|---|---|---|"
+    return "\n\n" + "\n".join([head] + lines)
 
 
 CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
