@@ -3,9 +3,11 @@
 A SavedModel written by keras.export.ExportArchive lists its variables in an order that differs
 from process to process, and names them only by their layer's short name ("u_net/bias"). What
 is stable is *where each variable is read*: the name of the ``ReadVariableOp`` that reads it in
-the ``serving_default`` function (following it into while-loop bodies and function calls, e.g.
-``while/u_net_1/down0_res1/conv1/convolution/ReadVariableOp``), or in the first other signature
-that reads it. `copy_export_weights` exports the
+the ``serving_default`` function, or in the first other signature that reads it, followed into
+while-loop bodies and function calls and taken within the function that holds it (e.g.
+``u_net_1/down0_res1/conv1/convolution/ReadVariableOp``): so exports whose loops call the network
+inline and those that call one shared function (keras_gen >= the shared-network export) match.
+Two variables with one reader name fail the match loudly. `copy_export_weights` exports the
 freshly built model once to a temporary folder, with every variable set to a distinct marker
 value, and matches the two exports' variables by those reader names.
 """
@@ -23,6 +25,9 @@ from keras_gen.checkpointing import canonical_paths
 _CALL_ATTRS = ("body", "f", "then_branch", "else_branch")
 # Layer names ("dense_3") and TensorFlow's name scopes ("dense_3_1") number per process.
 _OP_AUTO_NUMBER = re.compile(r"(_\d+)+$")
+# Name scopes of control flow and function calls, which depend on how a loop calls the network
+# (inline in its body: "while/u_net/...", or through a shared function: "u_net/...").
+_CONTROL_SCOPE = re.compile(r"^((while|cond|(Stateful)?PartitionedCall)(_\d+)?/)+")
 
 
 def _reader_names(export_dir) -> dict[int, str]:
@@ -38,10 +43,10 @@ def _reader_names(export_dir) -> dict[int, str]:
     position = {c.node_id: k for k, c in enumerate(graph.nodes[children["_all_variables"]].children)}
     names: dict[int, str] = {}
 
-    def walk(fdef, arg_positions, prefix):
+    def walk(fdef, arg_positions):
         for node in fdef.node_def:
             if node.op == "ReadVariableOp" and node.input[0] in arg_positions:
-                names.setdefault(arg_positions[node.input[0]], prefix + node.name)
+                names.setdefault(arg_positions[node.input[0]], _CONTROL_SCOPE.sub("", node.name))
             for attr in _CALL_ATTRS:
                 if attr in node.attr and node.attr[attr].func.name in library:
                     callee = library[node.attr[attr].func.name]
@@ -49,7 +54,7 @@ def _reader_names(export_dir) -> dict[int, str]:
                     mapping = {arg.name: arg_positions[inp] for arg, inp in zip(callee.signature.input_arg, inputs)
                                if inp in arg_positions}
                     if mapping:
-                        walk(callee, mapping, prefix + node.name + "/")
+                        walk(callee, mapping)
 
     # Every endpoint, serving_default first, then by name: a variable gets the name of its first
     # reader, and variables only another signature reads (a VAE's encoder in `encode`) get one too.
@@ -61,8 +66,7 @@ def _reader_names(export_dir) -> dict[int, str]:
         bound = graph.concrete_functions[function_name].bound_inputs
         function = library[function_name]
         args = [a.name for a in function.signature.input_arg]
-        prefix = "" if endpoint == "serving_default" else f"{endpoint}:"
-        walk(function, {arg: position[node] for arg, node in zip(args[len(args) - len(bound):], bound)}, prefix)
+        walk(function, {arg: position[node] for arg, node in zip(args[len(args) - len(bound):], bound)})
     return dict(zip(names, canonical_paths(list(names.values()), _OP_AUTO_NUMBER)))
 
 
@@ -90,7 +94,10 @@ def copy_export_weights(model, export_dir):
                 v.assign(value)
     theirs = tf.saved_model.load(str(export_dir))._all_variables
     their_names = _reader_names(export_dir)
-    if sorted(their_names.values()) != sorted(our_names) or len(their_names) != len(theirs):
+    # An export may hold fewer variables than the model (e.g. a VAE exported before `encode`
+    # existed holds no encoder): those it holds must all match, once each.
+    if len(set(their_names.values())) != len(their_names) or len(their_names) != len(theirs) \
+            or not set(their_names.values()) <= set(our_names):
         raise ValueError(f"{export_dir}: its variables do not match the model built from its config")
     for pos, name in their_names.items():
         target = model.variables[our_names[name]]
