@@ -373,3 +373,80 @@ def fid_vs_steps(series, path=None, *, title="Classifier FID vs sampling steps")
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
+
+
+def families_chart(rows, path=None, *, title="Four families on four axes (recorded numbers)"):
+    """One panel per axis of the families table (keras_gen.evaluation.families.family_rows), the
+    families in the same order on every panel: (1) likelihood in bits/dim (a family measured in
+    another unit, or with none, is written in instead of drawn); (2) stability: the FID of each
+    seed at the sweep's budget and their mean; (3) fidelity: the export's FID, precision / recall
+    written beside; (4) speed: samples/s (log scale) and network passes per sample."""
+    rows = list(rows)
+    names = [row["name"] for row in rows]
+    y = np.arange(len(rows))[::-1]  # the first row on top
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.6 * len(rows) + 2.2), sharey=True)
+
+    def note(ax, i, text):
+        ax.text(0.02, y[i], text, va="center", transform=ax.get_yaxis_transform(), fontsize=8, color="dimgray")
+
+    def missing(row, column):
+        return row["missing"].get(column, ("-",))[0]
+
+    ax = axes[0]
+    for i, row in enumerate(rows):
+        bits = [b for b in row["likelihood"] if b["unit"] == "bits/dim"]
+        if bits:
+            ax.barh(y[i], bits[0]["value"], color="tab:blue")
+            ax.text(bits[0]["value"], y[i], f" {bits[0]['value']:.3f}", va="center", fontsize=8)
+        else:
+            other = "; ".join(f"{b['value']:.1f} {b['unit']} ({b['bound']})" for b in row["likelihood"])
+            note(ax, i, other + "\n(other data)" if other else missing(row, "likelihood"))
+    ax.set_xlabel("bits/dim of the test set (lower is better)")
+    ax.set_title("likelihood")
+
+    ax = axes[1]
+    for i, row in enumerate(rows):
+        entry = row["stability"]
+        if entry:
+            ax.scatter(entry["fid"], [y[i]] * len(entry["fid"]), color="tab:orange", zorder=3)
+            ax.vlines(entry["fid_mean"], y[i] - 0.3, y[i] + 0.3, color="black")
+            ax.text(max(entry["fid"]), y[i], f"  {len(entry['fid'])} seed{'s' if len(entry['fid']) != 1 else ''}",
+                    va="center", fontsize=8)
+        else:
+            note(ax, i, missing(row, "stability"))
+    ax.set_xlabel("FID of each seed at the sweep's budget (mean: bar)")
+    ax.set_title("stability")
+
+    ax = axes[2]
+    for i, row in enumerate(rows):
+        sampling = row["sampling"]
+        if sampling:
+            ax.barh(y[i], sampling["fid"], color="tab:green")
+            ax.text(sampling["fid"], y[i], f" {sampling['fid']:.1f}  P {sampling['precision']:.2f} / "
+                    f"R {sampling['recall']:.2f}", va="center", fontsize=8)
+        else:
+            note(ax, i, missing(row, "sampling"))
+    ax.set_xlabel("classifier FID of the export (lower is better)")
+    ax.set_title("fidelity")
+
+    ax = axes[3]
+    for i, row in enumerate(rows):
+        sampling = row["sampling"]
+        if sampling:
+            ax.barh(y[i], sampling["samples_per_s"], color="tab:purple")
+            passes = sampling["nfe_per_sample"]
+            ax.text(sampling["samples_per_s"], y[i], f" {passes} pass{'es' if passes != 1 else ''}",
+                    va="center", fontsize=8)
+        else:
+            note(ax, i, missing(row, "sampling"))
+    ax.set_xscale("log")
+    ax.set_xlabel("samples/s on this CPU (log scale)")
+    ax.set_title("speed")
+
+    axes[0].set_yticks(y, names)
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.35)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
