@@ -131,6 +131,18 @@ def image_strip(rows, path=None, *, row_labels=None, col_labels=None, title=None
     return save_figure(fig, path)
 
 
+def matrix_image(matrix, path=None, *, title=None, xlabel=None, ylabel=None):
+    """A matrix drawn as an image (row 0 on top), e.g. which entries of a Jacobian are nonzero."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(np.asarray(matrix, dtype=np.float32), cmap="Greys", interpolation="nearest")
+    ax.set_xlabel(xlabel or "")
+    ax.set_ylabel(ylabel or "")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def forward_process_strip(schedule, x0, path=None, *, ts=None, seed=0):
     """Noise images x0 ([-1, 1], (B, H, W, 1)) to t = 0, 25, ..., like the article's figure.
 
