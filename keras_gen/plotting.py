@@ -401,59 +401,58 @@ def families_chart(rows, path=None, *, title="Four families on four axes (record
     def note(ax, i, text):
         ax.text(0.02, y[i], text, va="center", transform=ax.get_yaxis_transform(), fontsize=8, color="dimgray")
 
-    def missing(row, column):
-        return row["missing"].get(column, ("-",))[0]
+    def bars(ax, column, bar):
+        """One bar per row: ``bar(row)`` gives (value, text beside it) or None (the row's reason instead)."""
+        for i, row in enumerate(rows):
+            drawn = bar(row)
+            if drawn:
+                ax.barh(y[i], drawn[0], color=f"C{axes.tolist().index(ax)}")
+                ax.text(drawn[0], y[i], " " + drawn[1], va="center", fontsize=8)
+            else:
+                note(ax, i, row["missing"].get(column, ("-",))[0])
 
-    ax = axes[0]
-    for i, row in enumerate(rows):
+    def likelihood(row):
         bits = [b for b in row["likelihood"] if b["unit"] == "bits/dim"]
-        if bits:
-            ax.barh(y[i], bits[0]["value"], color="tab:blue")
-            ax.text(bits[0]["value"], y[i], f" {bits[0]['value']:.3f}", va="center", fontsize=8)
-        else:
-            other = "; ".join(f"{b['value']:.1f} {b['unit']} ({b['bound']})" for b in row["likelihood"])
-            note(ax, i, other + "\n(other data)" if other else missing(row, "likelihood"))
-    ax.set_xlabel("bits/dim of the test set (lower is better)")
-    ax.set_title("likelihood")
+        return (bits[0]["value"], f"{bits[0]['value']:.3f}") if bits else None
+
+    bars(axes[0], "likelihood", likelihood)
+    for i, row in enumerate(rows):  # bounds in another unit are written in, not drawn on this axis
+        if row["likelihood"] and not likelihood(row):
+            note(axes[0], i, "; ".join(f"{b['value']:.1f} {b['unit']} ({b['bound']})" for b in row["likelihood"])
+                 + "\n(other data)")
+    axes[0].set_xlabel("bits/dim of the test set (lower is better)")
+    axes[0].set_title("likelihood")
 
     ax = axes[1]
     for i, row in enumerate(rows):
         entry = row["stability"]
         if entry:
-            ax.scatter(entry["fid"], [y[i]] * len(entry["fid"]), color="tab:orange", zorder=3)
+            ax.scatter(entry["fid"], [y[i]] * len(entry["fid"]), color="C1", zorder=3)
             ax.vlines(entry["fid_mean"], y[i] - 0.3, y[i] + 0.3, color="black")
             ax.text(max(entry["fid"]), y[i], f"  {len(entry['fid'])} seed{'s' if len(entry['fid']) != 1 else ''}",
                     va="center", fontsize=8)
         else:
-            note(ax, i, missing(row, "stability"))
+            note(ax, i, row["missing"]["stability"][0])
     ax.set_xlabel("FID of each seed at the sweep's budget (mean: bar)")
     ax.set_title("stability")
 
-    ax = axes[2]
-    for i, row in enumerate(rows):
+    def fidelity(row):
         sampling = row["sampling"]
-        if sampling:
-            ax.barh(y[i], sampling["fid"], color="tab:green")
-            ax.text(sampling["fid"], y[i], f" {sampling['fid']:.1f}  P {sampling['precision']:.2f} / "
-                    f"R {sampling['recall']:.2f}", va="center", fontsize=8)
-        else:
-            note(ax, i, missing(row, "sampling"))
-    ax.set_xlabel("classifier FID of the export (lower is better)")
-    ax.set_title("fidelity")
+        return sampling and (sampling["fid"], f"{sampling['fid']:.1f}  P {sampling['precision']:.2f} / "
+                                              f"R {sampling['recall']:.2f}")
 
-    ax = axes[3]
-    for i, row in enumerate(rows):
+    def speed(row):
         sampling = row["sampling"]
-        if sampling:
-            ax.barh(y[i], sampling["samples_per_s"], color="tab:purple")
-            passes = sampling["nfe_per_sample"]
-            ax.text(sampling["samples_per_s"], y[i], f" {passes} pass{'es' if passes != 1 else ''}",
-                    va="center", fontsize=8)
-        else:
-            note(ax, i, missing(row, "sampling"))
-    ax.set_xscale("log")
-    ax.set_xlabel("samples/s on this CPU (log scale)")
-    ax.set_title("speed")
+        passes = sampling and sampling["nfe_per_sample"]
+        return sampling and (sampling["samples_per_s"], f"{passes} pass{'es' if passes != 1 else ''}")
+
+    bars(axes[2], "sampling", fidelity)
+    axes[2].set_xlabel("classifier FID of the export (lower is better)")
+    axes[2].set_title("fidelity")
+    bars(axes[3], "sampling", speed)
+    axes[3].set_xscale("log")
+    axes[3].set_xlabel("samples/s on this CPU (log scale)")
+    axes[3].set_title("speed")
 
     axes[0].set_yticks(y, names)
     for ax in axes:
