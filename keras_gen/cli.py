@@ -211,24 +211,12 @@ def cmd_evaluate(args):
 
 # ------------------------------------------------------------------------------------- demo
 
-def shipped_exports() -> list[Path]:
-    """The exported models in the shipped-models folder, in the registry's kind order."""
-    from keras_gen.evaluation import models_dir
-    from keras_gen.export import is_export, read_export_info
-    from keras_gen.models.kinds import model_kinds
-
-    folder = models_dir()
-    exports = [p for p in sorted(folder.iterdir()) if is_export(p)] if folder.is_dir() else []
-    order = {name: i for i, name in enumerate(model_kinds())}
-    return sorted(exports, key=lambda p: (order.get(read_export_info(p)["kind"], len(order)), p.name))
-
-
 def cmd_demo(args):
     """Sample every shipped model, draw each kind's demo figures and the trilemma table/chart."""
     import time
 
     from keras_gen.data import load_dataset
-    from keras_gen.evaluation import evaluate_paths, models_dir
+    from keras_gen.evaluation import evaluate_paths, models_dir, shipped_exports
     from keras_gen.plotting import image_grid
     from keras_gen.sampling import load_sampler
 

@@ -131,6 +131,18 @@ def image_strip(rows, path=None, *, row_labels=None, col_labels=None, title=None
     return save_figure(fig, path)
 
 
+def matrix_image(matrix, path=None, *, title=None, xlabel=None, ylabel=None):
+    """A matrix drawn as an image (row 0 on top), e.g. which entries of a Jacobian are nonzero."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    ax.imshow(np.asarray(matrix, dtype=np.float32), cmap="Greys", interpolation="nearest")
+    ax.set_xlabel(xlabel or "")
+    ax.set_ylabel(ylabel or "")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def forward_process_strip(schedule, x0, path=None, *, ts=None, seed=0):
     """Noise images x0 ([-1, 1], (B, H, W, 1)) to t = 0, 25, ..., like the article's figure.
 
@@ -372,4 +384,80 @@ def fid_vs_steps(series, path=None, *, title="Classifier FID vs sampling steps")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def families_chart(rows, path=None, *, title="Four families on four axes (recorded numbers)"):
+    """One panel per axis of the families table (keras_gen.evaluation.families.family_rows), the
+    families in the same order on every panel: (1) likelihood in bits/dim (a family measured in
+    another unit, or with none, is written in instead of drawn); (2) stability: the FID of each
+    seed at the sweep's budget and their mean; (3) fidelity: the export's FID, precision / recall
+    written beside; (4) speed: samples/s (log scale) and network passes per sample."""
+    rows = list(rows)
+    names = [row["name"] for row in rows]
+    y = np.arange(len(rows))[::-1]  # the first row on top
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.6 * len(rows) + 2.2), sharey=True)
+
+    def note(ax, i, text):
+        ax.text(0.02, y[i], text, va="center", transform=ax.get_yaxis_transform(), fontsize=8, color="dimgray")
+
+    def bars(ax, column, bar):
+        """One bar per row: ``bar(row)`` gives (value, text beside it) or None (the row's reason instead)."""
+        for i, row in enumerate(rows):
+            drawn = bar(row)
+            if drawn:
+                ax.barh(y[i], drawn[0], color=f"C{axes.tolist().index(ax)}")
+                ax.text(drawn[0], y[i], " " + drawn[1], va="center", fontsize=8)
+            else:
+                note(ax, i, row["missing"].get(column, ("-",))[0])
+
+    def likelihood(row):
+        bits = [b for b in row["likelihood"] if b["unit"] == "bits/dim"]
+        return (bits[0]["value"], f"{bits[0]['value']:.3f}") if bits else None
+
+    bars(axes[0], "likelihood", likelihood)
+    for i, row in enumerate(rows):  # bounds in another unit are written in, not drawn on this axis
+        if row["likelihood"] and not likelihood(row):
+            note(axes[0], i, "; ".join(f"{b['value']:.1f} {b['unit']} ({b['bound']})" for b in row["likelihood"])
+                 + "\n(other data)")
+    axes[0].set_xlabel("bits/dim of the test set (lower is better)")
+    axes[0].set_title("likelihood")
+
+    ax = axes[1]
+    for i, row in enumerate(rows):
+        entry = row["stability"]
+        if entry:
+            ax.scatter(entry["fid"], [y[i]] * len(entry["fid"]), color="C1", zorder=3)
+            ax.vlines(entry["fid_mean"], y[i] - 0.3, y[i] + 0.3, color="black")
+            ax.text(max(entry["fid"]), y[i], f"  {len(entry['fid'])} seed{'s' if len(entry['fid']) != 1 else ''}",
+                    va="center", fontsize=8)
+        else:
+            note(ax, i, row["missing"]["stability"][0])
+    ax.set_xlabel("FID of each seed at the sweep's budget (mean: bar)")
+    ax.set_title("stability")
+
+    def fidelity(row):
+        sampling = row["sampling"]
+        return sampling and (sampling["fid"], f"{sampling['fid']:.1f}  P {sampling['precision']:.2f} / "
+                                              f"R {sampling['recall']:.2f}")
+
+    def speed(row):
+        sampling = row["sampling"]
+        passes = sampling and sampling["nfe_per_sample"]
+        return sampling and (sampling["samples_per_s"], f"{passes} pass{'es' if passes != 1 else ''}")
+
+    bars(axes[2], "sampling", fidelity)
+    axes[2].set_xlabel("classifier FID of the export (lower is better)")
+    axes[2].set_title("fidelity")
+    bars(axes[3], "sampling", speed)
+    axes[3].set_xscale("log")
+    axes[3].set_xlabel("samples/s on this CPU (log scale)")
+    axes[3].set_title("speed")
+
+    axes[0].set_yticks(y, names)
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.35)
+    fig.suptitle(title)
+    fig.tight_layout()
     return save_figure(fig, path)

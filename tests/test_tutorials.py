@@ -44,6 +44,9 @@ FIGURES = {
     "04_trilemma": ["trilemma.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
         "vae_VAE", "dcgan_DCGAN", "ddpm_DDIM_5", "ddpm_DDIM_10", "real_train", "uniform_noise",
         "single_class_0")],
+    # 07 reads the recorded families table and trains a tiny flow for three steps.
+    "07_families": ["07_families.png", "07_coupling_jacobian.png", "07_digit.png", "07_squeeze.png",
+                    "07_flow_temperatures.png"],
 }
 
 
@@ -109,3 +112,23 @@ def test_trilemma_tutorial_reports_every_shipped_model(tutorial_runs):
     # The verdict lines are computed from the table, not written in.
     best = min(report["rows"], key=lambda r: r["fid"])
     assert f"best quality: {best['label']} (FID {best['fid']:.1f})" in run.stdout
+
+
+@pytest.mark.parametrize("name", ["07_families"])  # the id lets -k 07 select it with its run
+def test_families_tutorial_checks_the_flow_and_prints_the_recorded_table(tutorial_runs, name):
+    import json
+    import re
+
+    from keras_gen.evaluation import families_table, family_rows, shipped_exports
+
+    run = tutorial_runs[name]
+    assert run.rc == 0, run.stderr[-3000:]
+    stability = TUTORIALS.parent / "benchmarks" / "results" / "stability" / "stability.json"
+    assert families_table(family_rows(shipped_exports(), json.loads(stability.read_text()))) in run.stdout
+    layer, brute = map(float, re.search(r"layer (\S+), brute force (\S+)", run.stdout).groups())
+    assert abs(layer - brute) < 1e-6  # the coupling's sum(s) is its Jacobian's log-determinant
+    assert "uniform density: 8.000 bits/dim" in run.stdout
+    before, after = map(float, re.search(r"small flow: (\S+) -> (\S+) test bits/dim", run.stdout).groups())
+    assert after < before  # three steps on the exact likelihood already lower it
+    elbo, iwae = map(float, re.search(r"k=100: ELBO (\S+), L_k (\S+) nats", run.stdout).groups())
+    assert iwae >= elbo

@@ -40,6 +40,18 @@ def record_evaluation(report: dict) -> list[Path]:
     return written
 
 
+def shipped_exports() -> list[Path]:
+    """The exported models in the shipped-models folder (``models_dir()``), in the registry's kind order."""
+    from keras_gen.evaluation.classifier import models_dir
+    from keras_gen.export import is_export
+    from keras_gen.models.kinds import model_kinds
+
+    folder = models_dir()
+    exports = [p for p in sorted(folder.iterdir()) if is_export(p)] if folder.is_dir() else []
+    order = {name: i for i, name in enumerate(model_kinds())}
+    return sorted(exports, key=lambda p: (order.get(read_export_info(p)["kind"], len(order)), p.name))
+
+
 def export_size_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -54,7 +66,7 @@ def export_parameters(path) -> int:
                    if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")))
 
 
-def _default_row(info: dict) -> dict | None:
+def default_row(info: dict) -> dict | None:
     """The evaluation row of the export's default sampler (serving_default): the row with its
     ``network_passes`` (a DDPM's DDIM steps, not its full chain), else the first."""
     from keras_gen.models.kinds import get_model_kind
@@ -72,7 +84,7 @@ def _sampler_cell(row: dict) -> str:
     return f"{row['sampler'].upper()} {row['steps']} ({row['nfe_per_sample']})"
 
 
-def _train_time_cell(info: dict) -> str:
+def train_time_cell(info: dict) -> str:
     """Training minutes and epochs; for a distilled student also the whole distillation's time."""
     training = info.get("training") or {}
     minutes = training.get("wall_seconds")
@@ -97,8 +109,8 @@ def model_card(paths) -> str:
         info = read_export_info(path)
         base = (f"| {Path(path).name} ({info['kind'].upper()}, {info.get('preset', '?')} preset) | {{sampler}} | "
                 f"{export_size_bytes(path) / 2**20:.1f} MB | {export_parameters(path):,} | "
-                f"{_train_time_cell(info)} |")
-        default = _default_row(info)
+                f"{train_time_cell(info)} |")
+        default = default_row(info)
         rows = (info.get("evaluation") or {}).get("rows") or []
         ordered = ([default] if default else []) + [r for r in rows if r is not default]
         if not ordered:
@@ -136,19 +148,26 @@ def likelihood_table(paths) -> str:
     return "\n\n" + "\n".join([head] + lines)
 
 
-CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
+def markers(name: str) -> tuple[str, str]:
+    """The start and end comments that delimit a generated block called ``name`` in markdown."""
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
-def write_model_card(path, table: str) -> Path:
-    """Put ``table`` into the markdown file at ``path``: between the model-card markers when the
-    file has them (the prose around stays), else appended to the file (a new file holds just the
-    table); nothing else in the file is changed. Written atomically."""
+CARD_START, CARD_END = markers("model-card")
+
+
+def write_model_card(path, table: str, block: str = "model-card") -> Path:
+    """Put ``table`` into the markdown file at ``path``: between the ``block``'s markers (default
+    the model card's, ``<!-- model-card:start/end -->``) when the file has them (the prose around
+    stays), else appended to the file (a new file holds just the table); nothing else in the file
+    is changed. Written atomically."""
     path = Path(path)
-    block = f"{CARD_START}\n{table}\n{CARD_END}"
+    start, end = markers(block)
     text = path.read_text() if path.exists() else ""
-    if CARD_START in text and CARD_END in text:
-        before, rest = text.split(CARD_START, 1)
-        text = before + block + rest.split(CARD_END, 1)[1]
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
     else:
         text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
     atomic_write_bytes(path, text.encode())

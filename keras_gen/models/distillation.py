@@ -214,6 +214,7 @@ class DistilledKind(DDPMKind):
     and evaluates the student (``servable``), sampled at its own step count."""
 
     name = "distilled"
+    display_name = "distilled DDPM"
     presets = {
         # One round of keras-gen distill (keras_gen.distill): `teacher` and `steps` are filled in
         # per round; `from_steps` is where the rounds start. Salimans & Ho train each round with

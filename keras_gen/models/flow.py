@@ -526,6 +526,7 @@ class FlowKind(ModelKind):
     and gradient clipping, float32 only, unconditional, the temperature sampling option."""
 
     name = "flow"
+    display_name = "RealNVP flow"
     presets = {
         # Measured (benchmarks/flow_candidates.py, 1.5-2 minutes each on the 2-core CPU beside other
         # jobs): this size (417k parameters) trained at 236 images/s at load 6 (141 at load 11-14),

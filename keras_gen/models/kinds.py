@@ -6,6 +6,7 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 
 ========================  =====================================================================
 ``name``                  the kind's name (``keras-gen train <name>``; the model class's ``kind``)
+``display_name``          how tables and figures name the family (default: the name in capitals)
 ``presets``               {preset name: flat config dict}; ``"tiny"`` is required (tests)
 ``conditional_defaults``  config keys added when ``num_classes`` is set
 ``data_options(config)``  keyword arguments of ``make_dataset``: how raw uint8 batches become
@@ -28,7 +29,8 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``demo_figures(sampler, out, seed)`` extra figures ``keras-gen demo`` draws from a shipped model
 ``likelihood(model, images)`` rows of the kind's likelihood bounds on uint8 test images
                           (keras_gen.likelihood.summary_row); ``no_likelihood`` says why a kind
-                          has none (None when it has one)
+                          has none (None when it has one); ``likelihood_unavailable(info)`` why
+                          one export cannot give it (default: ``no_likelihood``)
 ========================  =====================================================================
 
 A new family is its module (model + kind), its presets, its tests and its tutorial. A kind
@@ -54,6 +56,7 @@ class ModelKind(abc.ABC):
     """Base class of a model family's declaration (see the module docstring for the fields)."""
 
     name: str = ""
+    display_name: str = ""
     presets: dict = {}
     conditional_defaults: dict = {}
     sample_options: dict = {}
@@ -143,6 +146,16 @@ class ModelKind(abc.ABC):
         the model was rebuilt from an export (which holds only what its signatures read).
         Default: ValueError(no_likelihood)."""
         raise ValueError(f"{self.name}: {self.no_likelihood}")
+
+    def likelihood_unavailable(self, info: dict) -> str | None:
+        """Why the export with assets ``info`` cannot give this kind's likelihood, or None when it
+        can (default: the kind's ``no_likelihood``; a kind whose bounds need a signature that older
+        exports lack says so)."""
+        return self.no_likelihood
+
+    def label(self) -> str:
+        """The family's name in tables and figures: ``display_name``, else the name in capitals."""
+        return self.display_name or self.name.upper()
 
     def evaluation_runs(self, info: dict, *, ddim_steps=(), full_chain=True, full_chain_n=None):
         """(runs, notes): the rows ``keras-gen evaluate`` draws for one model, each

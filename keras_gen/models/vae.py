@@ -235,16 +235,22 @@ class VAEKind(ModelKind):
     def data_options(self, config):
         return dict(binarize=True, value_range="0_1")
 
+    def likelihood_unavailable(self, info):
+        """The bounds need the encoder, which an export serves (and holds) only with ``encode``."""
+        if "encode" not in info.get("signatures", []):
+            return ("this export has no encode signature (it predates it), so it holds no encoder weights; "
+                    "export the run's model.keras again (keras-gen export) or pass that file")
+        return None
+
     def likelihood(self, model, images, *, seed=0, info=None):
         """-ELBO and -L_k (k = ``iwae_k``, Burda et al. 2016) in nats per image, on the images
         binarised as the VAE trains on them (pixel >= 128 -> 1), from the same k posterior draws."""
         from keras_gen.data import preprocess_images
         from keras_gen.likelihood import summary_row, vae_bounds
 
-        if info is not None and "encode" not in info.get("signatures", []):
-            raise ValueError("vae: this export has no encode signature (it predates it), so it holds no encoder "
-                             "weights; export the run's model.keras again (keras-gen export) or pass that file")
-
+        missing = None if info is None else self.likelihood_unavailable(info)
+        if missing:
+            raise ValueError(f"vae: {missing}")
         if model.conditioning.conditional:
             raise ValueError("vae: the likelihood of a conditional VAE needs labels; only unconditional ones")
         x = preprocess_images(images, **self.data_options({})).numpy()
