@@ -91,7 +91,8 @@ def render_report_page(report: dict, figures: dict) -> str:
     all_rows = report["rows"] + report.get("references", [])
     anchors = {row["label"]: f"row-{i}" for i, row in enumerate(all_rows)}
     classifier = report.get("classifier", {})
-    summary = (f"{report['n']} samples per row (seed {report.get('seed')}), scored with the {_text(report['dataset'])} "
+    summary = (f"Up to {report['n']} samples per row (the n column gives each row's; seed {report.get('seed')}), "
+               f"scored with the {_text(report['dataset'])} "
                f"classifier (test accuracy {_text(classifier.get('test_accuracy'))}) against "
                f"{_text(report.get('real', {}).get('n'))} real test images; written {_text(report.get('created'))}.")
     corner = report.get("nearest_the_corner")
