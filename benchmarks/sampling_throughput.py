@@ -39,7 +39,7 @@ from keras_gen.evaluation.report import write_json
 from keras_gen.sampling import load_sampler
 from keras_gen.models.ddpm import build_ddpm
 from keras_gen.presets import get_preset
-from keras_gen.training import machine_info
+from keras_gen.machine import machine_info
 from timing import rates, time_repeats
 
 SEED = 0

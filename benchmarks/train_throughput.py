@@ -60,7 +60,7 @@ from keras_gen.models.dcgan import DCGAN, AlternatingTrainer
 from keras_gen.models.ddpm import build_ddpm
 from keras_gen.models.vae import VAE
 from keras_gen.presets import get_preset
-from keras_gen.training import cpu_supports_bf16, machine_info
+from keras_gen.machine import cpu_supports_bf16, machine_info
 from timing import rates, time_repeats
 
 DDPM_NETWORKS = ("article", "cpu")

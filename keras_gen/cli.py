@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -191,7 +192,8 @@ def cmd_evaluate(args):
         report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
                                 report_dir=args.report, dataset=args.dataset, seed=args.seed,
                                 batch_size=args.batch_size, references=not args.no_references,
-                                ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n)
+                                ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n,
+                                command=args.command_line)
         if args.record:
             for path in record_evaluation(report):
                 print(f"recorded the evaluation in {path}/assets")
@@ -244,7 +246,7 @@ def cmd_demo(args):
     report_dir = out / "trilemma"
     evaluate_paths([str(p) for p in shipped], n=args.n, ddim_steps=tuple(args.ddim_steps),
                    ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
-                   batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed)
+                   batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed, command=args.command_line)
     print("\nwrote:")
     for path in written + sorted(report_dir.glob("*")):
         print(f"  {path}")
@@ -372,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--card", help="markdown file to put the exports' model-card table in (between its "
                                "<!-- model-card:start/end --> markers if it has them)")
     evaluate.add_argument("--json", help="write the report JSON here")
-    evaluate.add_argument("--report", help="folder for the trilemma chart and class histograms")
+    evaluate.add_argument("--report", help="folder for the report: index.html (one self-contained page), "
+                                           "report.json, the trilemma chart, per-row samples and class histograms")
     evaluate.add_argument("--dataset", choices=["mnist", "fashion_mnist"],
                           help="default: the dataset recorded in the exports")
     evaluate.add_argument("--batch-size", type=positive_int, default=500)
@@ -439,12 +442,13 @@ def import_tensorflow_quietly():
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    command_line = shlex.join(["keras-gen", *argv])  # as given, for the reports that record it
     debug = "--debug" in argv or os.environ.get("KERAS_GEN_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "evaluate":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    args.extra, args.command_line = extra, command_line
     try:
         if args.command != "data":  # `data` needs TensorFlow only to fetch through tfds
             import_tensorflow_quietly()

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 from pathlib import Path
 
 import keras
@@ -24,6 +22,7 @@ from keras_gen.data import load_dataset, make_dataset, steps_per_epoch
 from keras_gen.distribute import make_strategy
 from keras_gen.export import export_saved_model
 from keras_gen.files import atomic_write_bytes, save_keras_atomically
+from keras_gen.machine import cpu_supports_bf16, machine_info
 from keras_gen.models.kinds import get_model_kind
 from keras_gen.plotting import image_grid, loss_curves
 from keras_gen.runs import RunFolder
@@ -47,33 +46,6 @@ def class_grid(model, num_classes: int, path, per_class: int = 8, seed: int = 0)
     image_grid(model.sample(len(labels), seed, labels=labels), path, ncols=per_class,
                title=f"{model.kind}: one row per class")
     return Path(path)
-
-
-# The instruction sets that decide this code's speed on a CPU (fp32 vs bf16 matmuls differ ~4x
-# between an AVX2-only and an AVX-512 BF16 machine of the same kind), recorded with every run.
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> list[str]:
-    """Which of SPEED_FLAGS this CPU has (Linux /proc/cpuinfo; [] where it cannot tell)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-    return [flag for flag in SPEED_FLAGS if flag in flags]
-
-
-def machine_info() -> dict:
-    import tensorflow as tf
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "devices": [d.device_type for d in tf.config.list_physical_devices()]}
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has bfloat16 instructions (AVX512_BF16 or AMX-BF16; Linux only)."""
-    return bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags()))
 
 
 def resolve_precision(precision: str) -> str:

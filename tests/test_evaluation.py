@@ -7,8 +7,16 @@ with known answers; evaluate_paths runs end to end on a tiny exported VAE.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
+import os
+import re
+import shlex
+import shutil
+import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -264,14 +272,27 @@ def test_ddpm_exports_are_planned_at_full_ddpm_and_each_ddim_step_count():
     assert len(runs) == 1 and runs[0]["nfe_per_sample"] == 1 and not notes
 
 
-def test_evaluate_paths_on_a_tiny_exported_vae(tiny_exports, tmp_path):
-    export = tiny_exports["vae"]  # tiny_vae_run's model, exported with dataset "mnist"
-    json_path, report_dir = tmp_path / "report.json", tmp_path / "report"
-    report = evaluate_paths([export], n=64, json_path=json_path, report_dir=report_dir, batch_size=32,
-                            n_real=1000, speed_repeats=2, kid_subsets=5, verbose=False)
-    saved = json.loads(json_path.read_text())
+@pytest.fixture(scope="module")
+def vae_report(tiny_exports, tmp_path_factory):
+    """evaluate_paths on tiny_vae_run's export, n=64, with a report folder (cheap settings: 1000
+    real images, 5 KID subsets). The export is reached through a link whose name holds HTML
+    ("vae <tiny> & co"), so its row label does too. Attributes: returned (evaluate_paths' dict),
+    dir (the report folder), report (its report.json). `keras-gen demo` in
+    test_shipped_models.py checks the same page and command through the CLI."""
+    root = tmp_path_factory.mktemp("vae_report")
+    link = root / "vae <tiny> & co"
+    link.symlink_to(tiny_exports["vae"], target_is_directory=True)
+    returned = evaluate_paths([link], n=64, report_dir=root / "report", batch_size=32, n_real=1000,
+                              speed_repeats=2, kid_subsets=5, verbose=False)
+    return SimpleNamespace(returned=returned, dir=root / "report",
+                           report=json.loads((root / "report" / "report.json").read_text()))
+
+
+def test_evaluate_on_a_tiny_exported_vae(vae_report):
+    saved = vae_report.report
     assert saved["dataset"] == "mnist" and saved["n"] == 64
     (row,) = saved["rows"]
+    assert row["label"] == "vae <tiny> & co (VAE)"
     assert row["kind"] == "vae" and row["nfe_per_sample"] == 1 and row["n"] == 64
     assert row["fid"] > 0 and row["samples_per_s"] > 0 and len(row["speed"]["seconds"]) == 2
     assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and sum(row["histogram"]) == 64
@@ -282,9 +303,90 @@ def test_evaluate_paths_on_a_tiny_exported_vae(tiny_exports, tmp_path):
                                            refs["single class (0)"]["fid"])
     assert refs["single class (0)"]["classes_covered"] == 1
     assert refs["real train"]["classes_covered"] >= 9
-    assert report["rows"][0]["fid"] == pytest.approx(row["fid"])
-    for name in ("trilemma.png", f"histogram_{export.name}_VAE.png", "histogram_uniform_noise.png"):
-        assert (report_dir / name).read_bytes()[:8] == PNG_MAGIC, name
+    assert vae_report.returned["rows"][0]["fid"] == pytest.approx(row["fid"])
+    # the command (from Python: this process's, re-runnable: it splits back into sys.argv), the machine
+    assert shlex.split(saved["command"]) == sys.argv
+    assert saved["machine"]["cpu_count"] == os.cpu_count() and saved["machine"]["keras"]
+    for name in ("trilemma.png", "histogram_vae_tiny_co_VAE.png", "samples_vae_tiny_co_VAE.png",
+                 "histogram_uniform_noise.png", "samples_uniform_noise.png"):
+        assert (vae_report.dir / name).read_bytes()[:8] == PNG_MAGIC, name
+    # index.html carries every PNG of the folder whole, as data: URIs (what it shows: the browser test)
+    page = (vae_report.dir / "index.html").read_text()
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert sorted(hashlib.sha256(base64.b64decode(src)).hexdigest() for src in embedded) == sorted(
+        hashlib.sha256(path.read_bytes()).hexdigest() for path in vae_report.dir.glob("*.png"))
+
+
+def _browser_paths():
+    """(chromium, chromedriver) found on PATH, or None."""
+    browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+@pytest.fixture
+def headless_chromium():
+    """A Selenium session on a headless chromium (Debian's chromium and chromium-driver, which
+    `make browser` installs; the driver's path is given, so Selenium Manager never goes online)."""
+    paths = _browser_paths()
+    if paths is None:
+        pytest.skip("no browser: the report page test needs chromium and chromedriver on PATH "
+                    "(`make browser`, or apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = paths[0]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)  # --no-sandbox: CI runs as root
+    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+# What the test reads off the loaded page, in one round trip.
+PAGE_FACTS_JS = """
+const texts = rows => [...rows].map(tr => [...tr.cells].map(td => td.textContent));
+return {
+  headers: [...document.querySelectorAll('#trilemma-table thead th')].map(th => th.textContent),
+  models: texts(document.querySelectorAll('#trilemma-table tbody.models tr')),
+  references: texts(document.querySelectorAll('#trilemma-table tbody.references tr')),
+  images: [...document.images].map(img => ({alt: img.alt, scheme: img.src.split(',')[0],
+                                            complete: img.complete, width: img.naturalWidth})),
+  outside: document.querySelectorAll('script, link, iframe, [src^="http"], [href^="http"]').length,
+  injected: document.querySelector('tiny') !== null,
+  command: document.getElementById('command').textContent,
+  machine: Object.fromEntries([...document.querySelectorAll('#machine tr')]
+                              .map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])),
+};
+"""
+
+
+def test_the_report_page_renders_in_a_headless_browser(vae_report, headless_chromium):
+    """index.html, opened from the file system: the printed table's columns and rows, every image
+    (chart, each row's samples and histogram) decoded from its data: URI, nothing fetched from
+    outside, the row label shown as text (not parsed as HTML), the command and the machine."""
+    from keras_gen.evaluation.table import TABLE_COLUMNS, table_cells
+
+    report = vae_report.report
+    headless_chromium.get((vae_report.dir / "index.html").as_uri())
+    page = headless_chromium.execute_script(PAGE_FACTS_JS)
+    assert page["headers"] == [header for header, _, _ in TABLE_COLUMNS]
+    assert page["models"] == [table_cells(r) for r in report["rows"]]
+    assert page["references"] == [table_cells(r) for r in report["references"]]
+    assert page["models"][0][0] == "vae <tiny> & co (VAE)" and not page["injected"]
+    labels = [r["label"] for r in report["rows"] + report["references"]]
+    assert sorted(img["alt"] for img in page["images"]) == sorted(
+        ["trilemma chart"] + [f"{what}: {label}" for label in labels for what in ("samples", "predicted classes")])
+    for img in page["images"]:
+        assert img["scheme"] == "data:image/png;base64" and img["complete"] and img["width"] > 0, img
+    chart = next(img for img in page["images"] if img["alt"] == "trilemma chart")
+    assert chart["width"] == int.from_bytes((vae_report.dir / "trilemma.png").read_bytes()[16:20], "big")
+    assert page["outside"] == 0
+    assert page["command"] == report["command"]
+    assert page["machine"]["cpu_count"] == str(os.cpu_count())
+    assert page["machine"]["tensorflow"] == report["machine"]["tensorflow"]
 
 
 def test_exports_must_agree_on_their_dataset():

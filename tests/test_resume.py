@@ -261,6 +261,6 @@ def test_a_cpu_budget_ends_the_run_early_as_finished(tmp_path):
     # the machine facts name the instruction sets that set the speed (grep of /proc/cpuinfo)
     import re
 
-    from keras_gen.training import SPEED_FLAGS
+    from keras_gen.machine import SPEED_FLAGS
     flags_line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     assert summary["machine"]["cpu_flags"] == [f for f in SPEED_FLAGS if re.search(rf"\s{f}(\s|$)", flags_line)]

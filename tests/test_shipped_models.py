@@ -9,6 +9,7 @@ the demo as the console command beside it.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -43,7 +44,7 @@ def served_calls():
 def served(tmp_path_factory):
     """Every shipped export called by one child process without keras_gen (check_export_in_child),
     with `keras-gen demo` run beside it as the console command: SimpleNamespace(child, result,
-    arrays, demo, demo_out)."""
+    arrays, demo, demo_out, demo_argv)."""
     root = tmp_path_factory.mktemp("shipped")
     demo_out = root / "outputs"
     demo = [str(Path(sys.executable).parent / "keras-gen"), "demo", "--out", str(demo_out),
@@ -51,7 +52,7 @@ def served(tmp_path_factory):
     run = check_export_in_child({kind: SHIPPED / kind for kind in KINDS}, served_calls(), root,
                                 alongside={"demo": demo})
     return SimpleNamespace(child=run.child, result=run.result, arrays=run.arrays, demo=run.alongside["demo"],
-                           demo_out=demo_out)
+                           demo_out=demo_out, demo_argv=demo[1:])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -110,6 +111,9 @@ def test_demo_runs_on_the_shipped_models(served):
     report = json.loads((out / "trilemma" / "report.json").read_text())
     assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "flow (FLOW)"]
     assert report["n"] == DEMO_N and len(report["references"]) == 3
+    assert shlex.split(report["command"]) == ["keras-gen", *served.demo_argv]  # as given to the CLI
+    page = (out / "trilemma" / "index.html").read_text()  # the browser test: test_evaluation.py
+    assert page.count("<img ") == 1 + 2 * (len(report["rows"]) + len(report["references"]))
 
 
 def test_the_shipped_exports_rebuild_into_keras_models():

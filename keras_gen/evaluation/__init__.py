@@ -12,7 +12,9 @@
 - families:   family_rows, families_table, write_families (the families table: likelihood,
               stability, fidelity, speed of every family from recorded numbers, and its figure)
 - references: real_reference (real test set features), reference_sets (real / noise / one class)
-- report:     evaluate_paths (the whole report for exported models), evaluate_images, format_table
+- report:     evaluate_paths (the whole report for exported models), evaluate_images
+- table:      format_table (the report's rows as text; the columns the report page shows too)
+- report_page: write_report_page (index.html: the whole report on one self-contained page)
 - conditional: class_accuracy, per_class_fid, evaluate_conditional, guidance_sweep (conditional models)
 - likelihood: measure_likelihood, record_likelihood, format_likelihoods (each kind's bounds on log p)
 """
@@ -32,7 +34,8 @@ from keras_gen.evaluation.model_card import (model_card, record_evaluation, ship
 from keras_gen.evaluation.families import families_table, family_rows, write_families
 from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
 from keras_gen.evaluation.report import (DEFAULT_DDIM_STEPS, evaluate_images, evaluate_paths,
-                                         format_table, sample_images)
+                                         sample_images)
+from keras_gen.evaluation.table import format_table
 from keras_gen.evaluation.speed import measure_sampling_speed
 from keras_gen.evaluation.conditional import (DEFAULT_GUIDANCE_SCALES, class_accuracy,
                                               conditional_metrics, draw_per_class,

@@ -4,7 +4,8 @@
 (a DDPM once with its full ancestral sampler and once per DDIM step count), scores them with the
 dataset's shipped classifier against the real test split, adds the reference rows (real training
 images, uniform noise, a single class) scored the same way, prints a table, and writes a JSON
-report and, in ``report_dir``, the trilemma chart and one predicted-class histogram per row.
+report and, in ``report_dir``, the trilemma chart, one predicted-class histogram and sample grid
+per row, and index.html: all of it on one self-contained page (report_page.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +27,10 @@ from keras_gen.evaluation.metrics import (coverage_metrics, feature_statistics,
                                           frechet_distance_from_statistics,
                                           kernel_inception_distance, precision_recall)
 from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
+from keras_gen.evaluation.report_page import write_report_page
 from keras_gen.evaluation.speed import measure_sampling_speed
+from keras_gen.evaluation.table import format_table
+from keras_gen.machine import machine_info
 
 DEFAULT_DDIM_STEPS = (10, 25, 50, 100)
 DEFAULT_BATCH_SIZE = 500
@@ -152,7 +157,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                    batch_size: int = DEFAULT_BATCH_SIZE, *, n_real: int | None = None,
                    speed_repeats: int = 3, references: bool = True, ddpm_full: bool = True,
                    ddpm_full_n: int | None = None,
-                   kid_subsets: int = 100, kid_subset_size: int = 1000, verbose: bool = True) -> dict:
+                   kid_subsets: int = 100, kid_subset_size: int = 1000, command: str | None = None,
+                   verbose: bool = True) -> dict:
     """Score exported generators on the three axes of the trilemma and write the report.
 
     Args:
@@ -161,7 +167,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         ddim_steps: DDIM step counts to evaluate each DDPM at (besides full ancestral DDPM);
             counts above the DDPM's T are skipped with a note.
         json_path: where to write the report JSON (default: report_dir/report.json if report_dir).
-        report_dir: folder for trilemma.png, histogram_<row>.png and samples_<row>.png.
+        report_dir: folder for trilemma.png, histogram_<row>.png, samples_<row>.png and the page
+            index.html that shows them all with the table.
         dataset: the dataset whose classifier and test split to use (default: the exports'
             info["dataset"]; they must agree).
         seed: sampling seed (batch i uses seed + i, the same for every sampler of a model).
@@ -177,9 +184,11 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
             the full chain is T passes a sample). FID and KID of a smaller set are noisier and FID
             is biased upward, so the table shows each row's n and a note says so.
         kid_subsets, kid_subset_size: KID's random subsets (size capped at n).
+        command: the command line that ran this evaluation, for the report and its page
+            (default: this process's, sys.argv).
         verbose: print progress and the table.
     Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
-        references, notes, ...
+        references, notes, command, machine, ...
     """
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
@@ -262,7 +271,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                           "entropy": "nats; normalized_entropy = entropy / log(10)",
                           "samples_per_s": f"median of {speed_repeats} timed runs of one batch"},
               "rows": rows, "references": ref_rows, "notes": notes,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "platform": sys.platform}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "platform": sys.platform,
+              "command": shlex.join(sys.argv) if command is None else command, "machine": machine_info()}
     from keras_gen.plotting import nearest_the_corner
 
     corner = nearest_the_corner(rows)
@@ -277,27 +287,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
     if json_path is not None:
         write_json(report, json_path)
     if report_dir is not None:
-        draw_report(report, report_dir, samples)
+        write_report_page(report, report_dir, draw_report(report, report_dir, samples))
     return report
-
-
-def format_table(report: dict) -> str:
-    """The report's rows (and references) as a fixed-width text table."""
-    head = (f"{'model':<32} {'n':>6} {'NFE':>6} {'FID':>9} {'KID':>8} {'prec':>5} {'rec':>5} "
-            f"{'cls>=2%':>7} {'H/logC':>6} {'IS':>5} {'samples/s':>10}")
-    lines = [head, "-" * len(head)]
-
-    def line(r):
-        nfe = "" if r.get("nfe_per_sample") is None else f"{r['nfe_per_sample']:g}"
-        speed = "" if r.get("samples_per_s") is None else f"{r['samples_per_s']:.4g}"
-        return (f"{r['label'][:32]:<32} {r['n']:>6d} {nfe:>6} {r['fid']:>9.3f} {r['kid_mean']:>8.3f} "
-                f"{r['precision']:>5.2f} {r['recall']:>5.2f} {r['classes_covered']:>7d} "
-                f"{r['normalized_entropy']:>6.3f} {r['inception_score']:>5.2f} {speed:>10}")
-    lines += [line(r) for r in report["rows"]]
-    if report.get("references"):
-        lines.append("-" * len(head))
-        lines += [line(r) for r in report["references"]]
-    return "\n".join(lines)
 
 
 def _json_default(value):
@@ -323,25 +314,26 @@ def slug(label: str) -> str:
 def draw_report(report: dict, report_dir, samples: dict | None = None) -> dict:
     """trilemma.png, histogram_<row>.png per row and (given samples) samples_<row>.png.
 
-    Returns {name: path} of the files written.
+    Returns the files written: {"trilemma": path, "rows": {label: {"histogram": path, and
+    "samples": path where samples has the label}}}.
     """
     from keras_gen import plotting
     from keras_gen.data import CLASS_NAMES
 
     report_dir = Path(report_dir)
     names = CLASS_NAMES.get(report["dataset"])
-    written = {"trilemma": report_dir / "trilemma.png"}
+    written = {"trilemma": report_dir / "trilemma.png", "rows": {}}
     plotting.trilemma_chart(report["rows"], written["trilemma"], references=report["references"],
                             title=f"The generative trilemma on {report['dataset']} (n={report['n']}, "
                                   f"classifier accuracy {report['classifier'].get('test_accuracy')})")
     for r in report["rows"] + report["references"]:
-        key = f"histogram_{slug(r['label'])}"
-        written[key] = report_dir / f"{key}.png"
-        plotting.predicted_class_histogram(r["histogram"], written[key], class_names=names,
+        files = written["rows"].setdefault(r["label"], {})
+        files["histogram"] = report_dir / f"histogram_{slug(r['label'])}.png"
+        plotting.predicted_class_histogram(r["histogram"], files["histogram"], class_names=names,
                                            title=f"Predicted classes: {r['label']}",
                                            min_fraction=r.get("min_class_fraction", 0.02))
     for label, images in (samples or {}).items():
-        key = f"samples_{slug(label)}"
-        written[key] = report_dir / f"{key}.png"
-        plotting.image_grid(images, written[key], ncols=8, title=label)
+        files = written["rows"].setdefault(label, {})
+        files["samples"] = report_dir / f"samples_{slug(label)}.png"
+        plotting.image_grid(images, files["samples"], ncols=8, title=label)
     return written
