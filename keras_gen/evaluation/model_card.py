@@ -3,7 +3,9 @@
 ``record_evaluation(report)`` writes each evaluated export's rows (quality, coverage, speed) into
 its ``assets/keras_gen.json`` under "evaluation", so a SavedModel carries its own numbers.
 ``model_card(paths)`` renders the table of saved_models/README.md from those assets: size on disk,
-parameters, training time, classifier FID, coverage, samples/s. Nothing in the table is typed in.
+parameters, training time, classifier FID, coverage, samples/s. ``zoo_listing(models)`` is the
+short form ``keras-gen models`` prints for the shipped models by name. Nothing in the tables is
+typed in.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def export_parameters(path) -> int:
                    if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")))
 
 
-def _default_row(info: dict) -> dict | None:
+def default_row(info: dict) -> dict | None:
     """The evaluation row of the export's default sampler (serving_default): the row with its
     ``network_passes`` (a DDPM's DDIM steps, not its full chain), else the first."""
     from keras_gen.models.kinds import get_model_kind
@@ -65,7 +67,7 @@ def _default_row(info: dict) -> dict | None:
     return rows[0] if rows else None
 
 
-def _sampler_cell(row: dict) -> str:
+def sampler_cell(row: dict) -> str:
     """"one pass (1)" for a one-pass generator, else e.g. "DDIM 50 (50)"."""
     if not row.get("sampler"):
         return f"one pass ({row['nfe_per_sample']})"
@@ -98,13 +100,13 @@ def model_card(paths) -> str:
         base = (f"| {Path(path).name} ({info['kind'].upper()}, {info.get('preset', '?')} preset) | {{sampler}} | "
                 f"{export_size_bytes(path) / 2**20:.1f} MB | {export_parameters(path):,} | "
                 f"{_train_time_cell(info)} |")
-        default = _default_row(info)
+        default = default_row(info)
         rows = (info.get("evaluation") or {}).get("rows") or []
         ordered = ([default] if default else []) + [r for r in rows if r is not default]
         if not ordered:
             lines.append(base.format(sampler="-") + " not measured | | | |")
         for row in ordered:
-            sampler = _sampler_cell(row)
+            sampler = sampler_cell(row)
             if row.get("eta"):
                 sampler += f", eta {row['eta']:g}"
             if row is not default:
@@ -134,6 +136,22 @@ def likelihood_table(paths) -> str:
         return ""
     head = "| model | likelihood | value | unit | test images | data |\n|---|---|---|---|---|---|"
     return "\n\n" + "\n".join([head] + lines)
+
+
+def zoo_listing(models) -> str:
+    """An aligned text table of named exports (keras_gen.zoo.ShippedModel): name, kind, dataset,
+    conditioning, the recorded classifier FID of the default sampler (when the assets hold an
+    evaluation), size on disk and folder."""
+    lines = [("name", "kind", "dataset", "conditional", "classifier FID (n), sampler (NFE)", "size", "folder")]
+    for model in models:
+        row = default_row(model.info)
+        fid = "not measured" if row is None else f"{row['fid']:.1f} ({row['n']}), {sampler_cell(row)}"
+        classes = "no" if model.num_classes is None else f"yes, {model.num_classes} classes (--label)"
+        lines.append((model.name, model.kind, model.dataset, classes, fid,
+                      f"{export_size_bytes(model.path) / 2**20:.1f} MB", str(model.path)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]
+                     for line in lines)
 
 
 CARD_START, CARD_END = "<!-- model-card:start -->", "<!-- model-card:end -->"
