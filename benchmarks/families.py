@@ -30,9 +30,10 @@ def main(argv=None):
     parser.add_argument("--figure", default=str(REPO / "docs" / "figures" / "families.png"))
     args = parser.parse_args(argv)
 
-    from keras_gen.evaluation import shipped_exports, write_families
+    from keras_gen.evaluation import write_families
+    from keras_gen.zoo import shipped_models
 
-    table, _ = write_families(args.readme, args.exports or shipped_exports(), args.stability, args.figure)
+    table, _ = write_families(args.readme, args.exports or [model.path for model in shipped_models()], args.stability, args.figure)
     print(table)
     print(f"\nwrote the table to {args.readme} and the figure to {args.figure}")
 

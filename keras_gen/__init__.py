@@ -3,8 +3,8 @@
 Public API: the models (VAE, DCGAN, DDPM, the distilled few-step DistilledDDPM with the
 ProgressiveDistillation that trains it, and the normalizing flow RealNVP), the model kinds
 (register_model_kind, get_model_kind, model_kinds, ModelKind), the data (load_dataset, make_dataset), presets (get_preset), run folders
-(RunFolder), export and sampling (export_saved_model, Sampler, load_sampler), and the modules
-plotting, callbacks, diffusion.
+(RunFolder), export and sampling (export_saved_model, Sampler, load_sampler), the shipped models
+by name (from_preset, shipped_models), and the modules plotting, callbacks, diffusion.
 
 ``import keras_gen`` is light: it imports neither TensorFlow nor matplotlib. Each public name, and
 each submodule (``keras_gen.models``, ``keras_gen.evaluation``...), is imported the first time it
@@ -48,6 +48,9 @@ _LAZY = {
     "export_saved_model": "keras_gen.export",
     "Sampler": "keras_gen.sampling",
     "load_sampler": "keras_gen.sampling",
+    # shipped models by name
+    "from_preset": "keras_gen.zoo",
+    "shipped_models": "keras_gen.zoo",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -128,10 +128,11 @@ def cmd_train(args):
 def cmd_sample(args):
     from keras_gen.plotting import image_grid
     from keras_gen.sampling import load_sampler
+    from keras_gen.zoo import resolve_model_path
     out = png_target(args.out, args.force)
     options = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("label", args.label),
                                  ("guidance", args.guidance), ("temperature", args.temperature)) if v is not None}
-    sampler = load_sampler(args.path)
+    sampler = load_sampler(resolve_model_path(args.path))
     sampler.check(args.n, args.seed, **options)
     images = sampler(args.n, args.seed, **options)
     which = "" if args.label is None else f" of class {args.label}" + (
@@ -149,6 +150,7 @@ def cmd_export(args):
 
 def cmd_distill(args):
     from keras_gen.distill import distill
+    from keras_gen.zoo import resolve_model_path
     overrides = {k: getattr(args, k) for k in ("epochs", "limit", "batch_size", "learning_rate", "dataset", "seed")
                  if getattr(args, k) is not None}
     if args.resume and (overrides or args.from_steps or args.preset or args.teacher):
@@ -156,7 +158,8 @@ def cmd_distill(args):
                        "the teacher and the other options")
     if not args.resume and not args.teacher:
         raise CLIError("distill needs a TEACHER (a DDPM export, .keras file or run folder), or --resume")
-    record = distill(args.teacher, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
+    teacher = args.teacher and resolve_model_path(args.teacher)
+    record = distill(teacher, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
                      preset=args.preset or "cpu", resume=args.resume, fid_n=args.fid_n, verbose=args.verbose,
                      checkpoint_every=args.checkpoint_every, **overrides)
     print(f"distillation in {args.out}:")
@@ -188,8 +191,10 @@ def cmd_evaluate(args):
         raise CLIError(f"unrecognized arguments: {' '.join(args.extra)}")
     from keras_gen.evaluation import (evaluate_paths, format_likelihoods, measure_likelihood, model_card,
                                       record_evaluation, record_likelihood, write_model_card)
+    from keras_gen.zoo import resolve_model_path
+    paths = [str(resolve_model_path(p)) for p in args.paths]
     if not args.likelihood_only:
-        report = evaluate_paths(args.paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
+        report = evaluate_paths(paths, n=args.n, ddim_steps=tuple(args.ddim_steps), json_path=args.json,
                                 report_dir=args.report, dataset=args.dataset, seed=args.seed,
                                 batch_size=args.batch_size, references=not args.no_references,
                                 ddpm_full=not args.no_ddpm_full, ddpm_full_n=args.ddpm_full_n,
@@ -199,32 +204,43 @@ def cmd_evaluate(args):
                 print(f"recorded the evaluation in {path}/assets")
     if args.likelihood or args.likelihood_only:
         results = [measure_likelihood(path, n=args.likelihood_n, seed=args.seed, dataset=args.dataset)
-                   for path in args.paths]
+                   for path in paths]
         print(format_likelihoods(results))
         for result in results:
             if args.record and Path(result["path"]).is_dir():
                 record_likelihood(result)
                 print(f"recorded the likelihood in {result['path']}/assets")
     if args.card:
-        exports = [p for p in args.paths if Path(p).is_dir()]
+        exports = [p for p in paths if Path(p).is_dir()]
         write_model_card(args.card, model_card(exports))
         print(f"wrote the model card table to {args.card}")
 
 
-# ------------------------------------------------------------------------------------- demo
+# ------------------------------------------------------------------------------------- models and demo
+
+def cmd_models(args):
+    """List the shipped models by name (what `sample NAME`, `evaluate NAME` and from_preset take)."""
+    from keras_gen.evaluation.model_card import zoo_listing
+    from keras_gen.zoo import no_models_found, shipped_models
+
+    models = shipped_models()
+    if not models:
+        raise CLIError(no_models_found())
+    print(zoo_listing(models))
 
 def cmd_demo(args):
     """Sample every shipped model, draw each kind's demo figures and the trilemma table/chart."""
     import time
 
     from keras_gen.data import load_dataset
-    from keras_gen.evaluation import evaluate_paths, models_dir, shipped_exports
+    from keras_gen.evaluation import evaluate_paths, models_dir
     from keras_gen.plotting import image_grid
     from keras_gen.sampling import load_sampler
+    from keras_gen.zoo import shipped_models
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shipped = shipped_exports()
+    shipped = [model.path for model in shipped_models()]
     if not shipped:
         raise CLIError(f"no shipped models in {models_dir()}: set KERAS_GEN_MODELS to the repository's "
                        "saved_models/ folder, or train them with `keras-gen train {vae,dcgan,ddpm} --preset cpu` "
@@ -308,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill = sub.add_parser("distill", help="progressive distillation of a DDPM into few-step students")
     distill.add_argument("teacher", nargs="?",
-                         help="a DDPM export (e.g. saved_models/ddpm), .keras file or run folder (not with --resume)")
+                         help="a shipped DDPM's name (e.g. ddpm_mnist), a DDPM export, .keras file or run "
+                              "folder (not with --resume)")
     distill.add_argument("--out", required=True, help="the distillation's folder: one run folder per round")
     distill.add_argument("--to-steps", type=positive_int, default=1, help="the last student's steps (default 1)")
     distill.add_argument("--from-steps", type=positive_int,
@@ -327,8 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     distill.set_defaults(func=cmd_distill)
 
-    sample = sub.add_parser("sample", help="draw a grid of samples from an export or .keras file")
-    sample.add_argument("path", help="exported SavedModel directory or .keras file")
+    models = sub.add_parser("models", help="list the shipped models by name (for sample, evaluate, from_preset)")
+    models.set_defaults(func=cmd_models)
+
+    sample = sub.add_parser("sample", help="draw a grid of samples from a shipped model, an export or .keras file")
+    sample.add_argument("path", help="a shipped model's name (see `keras-gen models`, e.g. ddpm_mnist), an "
+                                     "exported SavedModel directory or a .keras file")
     sample.add_argument("--n", type=positive_int, default=64)
     sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--out", default="samples.png", help="PNG to write (default samples.png)")
@@ -355,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "evaluate", help="measure quality, speed and coverage of exported models (the trilemma); "
                          "`evaluate train-classifier --dataset mnist` trains the metrics' classifier")
-    evaluate.add_argument("paths", nargs="+", help="exported SavedModel directories or .keras files")
+    evaluate.add_argument("paths", nargs="+", help="shipped models' names (`keras-gen models`), exported "
+                                                   "SavedModel directories or .keras files")
     evaluate.add_argument("--n", type=positive_int, default=10000, help="samples per model (default 10000)")
     evaluate.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 25, 50, 100],
                           help="DDIM step counts for DDPM models (besides full DDPM)")

@@ -20,27 +20,27 @@ from types import SimpleNamespace
 
 import pytest
 
+from keras_gen import locations
 from keras_gen.evaluation import classifier as classifier_module
 from subprocess_jobs import explain, run_all
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
-CLASSIFIER_FILES = {"mnist_classifier.keras", "mnist_classifier.json",
-                    "fashion_mnist_classifier.keras", "fashion_mnist_classifier.json"}
 # Not part of a source tree: left out of the copy that is installed.
 NOT_SOURCE = (".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "outputs", "runs")
 
 # Run by the venv's python from another folder: where keras_gen comes from, what its import loads,
-# where the shipped models resolve, then (one TensorFlow import for both) the CLI's error when no
-# classifier can be found: argv[1] is an export, argv[2] an empty folder.
+# where the shipped classifiers and named models resolve, then (one TensorFlow import for all) the
+# CLI's error when no classifier can be found: argv[1] is an export, argv[2] an empty folder.
 CHECK = r'''
 import contextlib, io, json, os, sys
 import keras_gen
 light = {"matplotlib": "matplotlib" in sys.modules, "tensorflow": "tensorflow" in sys.modules}
 from keras_gen.cli import main
 from keras_gen.evaluation.classifier import classifier_path, models_dir
+from keras_gen.zoo import shipped_models
 info = {"file": keras_gen.__file__, "light": light, "models_dir": str(models_dir()),
-        "classifier": str(classifier_path("mnist"))}
+        "classifier": str(classifier_path("mnist")), "zoo": {m.name: str(m.path) for m in shipped_models()}}
 os.environ["KERAS_GEN_MODELS"] = sys.argv[2]
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
@@ -101,7 +101,7 @@ def runs(installed):
     empty.mkdir()
     commands = {
         "check": [str(bin_dir / "python"), "-c", CHECK, str(SHIPPED / "vae"), str(empty)],
-        "sample": [str(bin_dir / "keras-gen"), "sample", str(SHIPPED / "vae"), "--n", "4", "--out", "x.png"],
+        "sample": [str(bin_dir / "keras-gen"), "sample", "vae_mnist", "--n", "4", "--out", "x.png"],
         "evaluate": [str(bin_dir / "keras-gen"), "evaluate", str(SHIPPED / "vae"), "--n", "50",
                      "--no-references", "--ddim-steps", "10", "--batch-size", "50"],
     }
@@ -126,15 +126,32 @@ def test_the_installed_package_is_imported_and_light(runs):
     assert Path(info["classifier"]).resolve() == installed_models / "mnist_classifier.keras", info
 
 
-def test_the_wheel_carries_the_classifiers_only(runs):
+def shipped_files(folder: Path) -> set[str]:
+    """The files under a saved_models/ folder, relative to it (no hidden placeholders)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def test_the_wheel_carries_saved_models(runs):
+    """Every shipped file (classifiers, exports, model card) lands in <prefix>/share/keras-gen,
+    byte for byte and in its own folder (setup.cfg's data_files flatten what one key matches)."""
     installed_models = runs.venv / "share" / "keras-gen" / "saved_models"
-    assert {p.name for p in installed_models.iterdir()} == CLASSIFIER_FILES
-    for name in CLASSIFIER_FILES:
+    assert shipped_files(installed_models) == shipped_files(SHIPPED)
+    for name in shipped_files(SHIPPED):
         assert (installed_models / name).read_bytes() == (SHIPPED / name).read_bytes(), name
     assert not (runs.site / "saved_models").exists()
 
 
-def test_installed_cli_samples_from_another_folder(runs):
+def test_the_installed_package_names_its_installed_models(runs):
+    result = runs.results["check"]
+    assert result.rc == 0, explain(result)
+    zoo = json.loads(result.stdout.strip().splitlines()[-1])["zoo"]
+    installed_models = (runs.venv / "share" / "keras-gen" / "saved_models").resolve()
+    assert {"vae_mnist", "dcgan_mnist", "ddpm_mnist", "flow_mnist"} <= set(zoo), zoo
+    assert all(Path(path).resolve().parent == installed_models for path in zoo.values()), zoo
+
+
+def test_installed_cli_samples_a_model_by_name_from_another_folder(runs):
     result = runs.results["sample"]
     assert result.rc == 0, explain(result)
     assert (runs.elsewhere / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -162,11 +179,11 @@ def test_installed_cli_says_where_it_looked_for_the_classifier(runs):
 
 def test_missing_classifier_names_every_place_looked_in(tmp_path, monkeypatch):
     """No $KERAS_GEN_MODELS, no checkout folder, no installed copy: all three are named."""
-    monkeypatch.delenv(classifier_module.MODELS_ENV, raising=False)
+    monkeypatch.delenv(locations.MODELS_ENV, raising=False)
     checkout = tmp_path / "checkout" / "saved_models"
-    monkeypatch.setattr(classifier_module, "_checkout_models_dir", lambda: checkout)
-    monkeypatch.setattr(classifier_module, "_installed_models_dir", lambda: None)
-    assert classifier_module.models_dirs() == []
+    monkeypatch.setattr(locations, "_checkout_models_dir", lambda: checkout)
+    monkeypatch.setattr(locations, "_installed_models_dir", lambda: None)
+    assert locations.models_dirs() == []
     with pytest.raises(classifier_module.ClassifierNotFound) as caught:
         classifier_module.load_classifier("fashion_mnist")
     message = str(caught.value)
@@ -178,16 +195,16 @@ def test_missing_classifier_names_every_place_looked_in(tmp_path, monkeypatch):
 
 
 def test_installed_classifiers_are_found_after_the_checkout(tmp_path, monkeypatch):
-    monkeypatch.delenv(classifier_module.MODELS_ENV, raising=False)
+    monkeypatch.delenv(locations.MODELS_ENV, raising=False)
     checkout, installed = tmp_path / "checkout", tmp_path / "share"
     checkout.mkdir()
     installed.mkdir()
     (installed / "mnist_classifier.keras").write_bytes(b"x")
-    monkeypatch.setattr(classifier_module, "_checkout_models_dir", lambda: checkout)
-    monkeypatch.setattr(classifier_module, "_installed_models_dir", lambda: installed)
-    assert classifier_module.models_dir() == checkout
+    monkeypatch.setattr(locations, "_checkout_models_dir", lambda: checkout)
+    monkeypatch.setattr(locations, "_installed_models_dir", lambda: installed)
+    assert locations.models_dir() == checkout
     assert classifier_module.classifier_path("mnist") == installed / "mnist_classifier.keras"
     (checkout / "mnist_classifier.keras").write_bytes(b"y")
     assert classifier_module.classifier_path("mnist") == checkout / "mnist_classifier.keras"
-    monkeypatch.setenv(classifier_module.MODELS_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(locations.MODELS_ENV, str(tmp_path / "elsewhere"))
     assert classifier_module.classifier_path("mnist") == tmp_path / "elsewhere" / "mnist_classifier.keras"

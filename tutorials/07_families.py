@@ -25,7 +25,8 @@ import tensorflow as tf
 
 import keras_gen
 from keras_gen import plotting
-from keras_gen.evaluation import families_table, family_rows, models_dir, shipped_exports
+from keras_gen.evaluation import families_table, family_rows
+from keras_gen import shipped_models
 from keras_gen.likelihood import vae_bounds
 from keras_gen.models.flow import AffineCoupling, Squeeze, bits_per_dim, dequantize
 
@@ -55,7 +56,7 @@ test_images = keras_gen.load_dataset("mnist", "test")[0][:settings["test_n"]]
 
 # %%
 stability = json.loads(STABILITY.read_text()) if STABILITY.exists() else {}
-rows = family_rows(shipped_exports(), stability)
+rows = family_rows([model.path for model in shipped_models()], stability)
 print(families_table(rows))
 plotting.families_chart(rows, out / "07_families.png")
 
@@ -140,7 +141,7 @@ plotting.image_strip([[squeezed[0, ..., c:c + 1].numpy() for c in range(4)]], ou
 
 # %%
 print(f"uniform density: {float(bits_per_dim(tf.constant(0.0))):.3f} bits/dim")
-flow_export = keras_gen.load_sampler(models_dir() / "flow")
+flow_export = keras_gen.from_preset("flow_mnist")
 pixels = tf.constant(test_images[..., None])
 noise = tf.random.stateless_uniform(pixels.shape, seed=[0, 0])
 log_p = flow_export.loaded.signatures["log_prob"](images=dequantize(pixels, noise))["log_prob"]

@@ -7,8 +7,7 @@
               class_histogram, class_entropy, classes_covered, kl_to_uniform, inception_score,
               coverage_metrics (coverage); classifier_fid (FID against the real test set)
 - speed:      measure_sampling_speed
-- model_card: record_evaluation (numbers into an export's assets), model_card (README table),
-              shipped_exports (the exports in models_dir())
+- model_card: record_evaluation (numbers into an export's assets), model_card (README table)
 - families:   family_rows, families_table, write_families (the families table: likelihood,
               stability, fidelity, speed of every family from recorded numbers, and its figure)
 - references: real_reference (real test set features), reference_sets (real / noise / one class)
@@ -29,7 +28,7 @@ from keras_gen.evaluation.metrics import (KID, PrecisionRecall, class_entropy, c
                                           kernel_inception_distance, kl_to_uniform,
                                           precision_recall)
 from keras_gen.evaluation.likelihood import format_likelihoods, measure_likelihood, record_likelihood
-from keras_gen.evaluation.model_card import (model_card, record_evaluation, shipped_exports,
+from keras_gen.evaluation.model_card import (model_card, record_evaluation,
                                              write_model_card)
 from keras_gen.evaluation.families import families_table, family_rows, write_families
 from keras_gen.evaluation.references import RealReference, real_reference, reference_sets
@@ -41,7 +40,7 @@ from keras_gen.evaluation.conditional import (DEFAULT_GUIDANCE_SCALES, class_acc
                                               conditional_metrics, draw_per_class,
                                               evaluate_conditional, guidance_sweep, per_class_fid)
 
-__all__ = ["families_table", "family_rows", "write_families", "shipped_exports",
+__all__ = ["families_table", "family_rows", "write_families",
            "format_likelihoods", "measure_likelihood", "record_likelihood", "DEFAULT_GUIDANCE_SCALES", "class_accuracy", "conditional_metrics", "draw_per_class",
            "evaluate_conditional", "guidance_sweep", "per_class_fid", "model_card", "record_evaluation", "write_model_card", "Classifier", "DEFAULT_DDIM_STEPS", "ImageFormat", "KID", "PrecisionRecall", "RealReference",
            "build_classifier", "class_entropy", "class_histogram", "classes_covered", "classifier_fid",

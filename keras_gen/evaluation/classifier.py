@@ -6,7 +6,7 @@ penultimate layer (``"features"``, 128 ReLU units) plays the role of Inception's
 for FID, KID and precision/recall; its softmax gives the class histogram behind the coverage
 numbers. The shipped weights live in ``saved_models/<dataset>_classifier.keras`` with a JSON
 sidecar (test accuracy, epochs, wall time...) and are re-made with ``train_classifier``; an
-installed package carries a copy of them (see ``models_dir``).
+installed package carries a copy of them (keras_gen.locations says where each is looked for).
 """
 
 from __future__ import annotations
@@ -20,89 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from keras_gen.evaluation.images import normalize_images
+from keras_gen.locations import MODELS_ENV, describe_places, models_dir, models_dirs
 
 FEATURES_LAYER = "features"
 NUM_CLASSES = 10
-MODELS_ENV = "KERAS_GEN_MODELS"
 DEFAULT_EPOCHS = {"mnist": 4, "fashion_mnist": 12}
-
-
-# Where `pip install` puts the classifiers, relative to the installation's data folder (sys.prefix
-# in a venv): setup.cfg's [options.data_files] copies saved_models/*_classifier.{keras,json} there.
-INSTALLED_MODELS = Path("share") / "keras-gen" / "saved_models"
-
-
-def _checkout_models_dir() -> Path:
-    """saved_models/ of the source checkout the package is imported from (may not exist)."""
-    import keras_gen
-    return Path(keras_gen.__file__).resolve().parents[1] / "saved_models"
-
-
-def _installed_models_dir() -> Path | None:
-    """The folder the installed wheel put the classifiers in, from the package's RECORD (or None).
-
-    Read from the dist-info next to the imported package (not the first keras-gen on sys.path), so
-    it follows wherever pip put them (a venv, --user or --prefix install alike).
-    """
-    from importlib.metadata import PathDistribution
-
-    import keras_gen
-    site = Path(keras_gen.__file__).resolve().parents[1]
-    for info in sorted(site.glob("keras_gen-*.dist-info")):
-        for file in PathDistribution(info).files or ():
-            if file.name.endswith("_classifier.keras") and INSTALLED_MODELS.as_posix() in file.as_posix():
-                return Path(file.locate()).resolve().parent
-    return None
-
-
-def models_dirs() -> list[tuple[str, Path]]:
-    """The places searched for shipped models, in order, as (what it is, folder) pairs.
-
-    ``$KERAS_GEN_MODELS`` alone when it is set; otherwise the checkout's saved_models/ (if it
-    exists) and the classifiers installed with the package (if there are any).
-    """
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        return [(f"${MODELS_ENV}", Path(env).expanduser())]
-    places = []
-    checkout = _checkout_models_dir()
-    if checkout.is_dir():
-        places.append(("the source checkout", checkout))
-    installed = _installed_models_dir()
-    if installed is not None and installed.is_dir():
-        places.append(("installed with the package", installed))
-    return places
-
-
-def models_dir() -> Path:
-    """The folder of the shipped models: the classifiers of the metrics and the three exports.
-
-    Resolved in this order:
-
-    1. ``$KERAS_GEN_MODELS``, when set (and then nothing else: an explicit choice is not second-
-       guessed);
-    2. ``saved_models/`` next to the package, i.e. the repository checkout (a source tree, or a
-       ``pip install -e`` install);
-    3. ``<prefix>/share/keras-gen/saved_models/``, where a non-editable ``pip install`` puts the
-       two classifiers (``mnist_classifier.keras``, ``fashion_mnist_classifier.keras`` and their
-       JSON sidecars, ~1.7 MB, from setup.cfg's ``[options.data_files]``).
-
-    Only the classifiers go into the wheel: they are what the library itself needs (every metric
-    runs on their features), and their size is fixed. The exported generators (``vae/``,
-    ``dcgan/``, ``ddpm/``: ~15 MB today, ~60 MB to come) are not packaged: pass their paths to
-    ``keras-gen sample`` / ``keras-gen evaluate``, or point ``KERAS_GEN_MODELS`` at a folder that
-    holds them (e.g. a checkout's saved_models/) for ``keras-gen demo`` and tutorial 04.
-
-    When none of these exists, the checkout path is returned (where ``train_classifier`` writes
-    by default); ``load_classifier`` then names every place it looked in.
-    """
-    places = models_dirs()
-    return places[0][1] if places else _checkout_models_dir()
 
 
 def classifier_path(dataset_name: str) -> Path:
     """The shipped classifier file for a dataset: <dir>/<dataset>_classifier.keras, from the first
-    of ``models_dirs()`` that has it (else under ``models_dir()``)."""
+    of keras_gen.locations.models_dirs() that has it (else under ``models_dir()``)."""
     name = f"{dataset_name}_classifier.keras"
     for _, folder in models_dirs():
         if (folder / name).is_file():
@@ -265,7 +192,7 @@ class Classifier:
 def load_classifier(dataset_name: str = "mnist", path=None) -> Classifier:
     """Load the shipped classifier of a dataset (or the .keras file at ``path``).
 
-    Resolved as ``classifier_path(dataset_name)`` (see ``models_dir`` for the places and their
+    Resolved as ``classifier_path(dataset_name)`` (keras_gen.locations lists the places and their
     order). Loaded once per process and path (the result is shared). Raises ClassifierNotFound
     (a FileNotFoundError) naming the places looked in, what to set and the command that makes
     the file when it is missing.
@@ -284,18 +211,7 @@ def load_classifier(dataset_name: str = "mnist", path=None) -> Classifier:
 
 def _missing_message(dataset_name: str, file_name: str) -> str:
     """What load_classifier says when no place has the file: where it looked, what to set."""
-    def where(folder: Path) -> str:
-        return f"{folder}" if folder.is_dir() else f"{folder}: no such folder"
-
-    env = os.environ.get(MODELS_ENV)
-    if env:
-        looked = f"${MODELS_ENV} ({where(Path(env).expanduser())})"
-    else:
-        installed = _installed_models_dir()
-        looked = (f"the source checkout ({where(_checkout_models_dir())}) and the models installed with the "
-                  "package (" + (where(installed) if installed is not None else
-                                 "none: this keras_gen was installed without them") + ")")
-    return (f"no {dataset_name} classifier ({file_name}): looked in {looked}; set ${MODELS_ENV} to a "
+    return (f"no {dataset_name} classifier ({file_name}): looked in {describe_places()}; set ${MODELS_ENV} to a "
             f"folder that holds {file_name} (e.g. a checkout's saved_models/), or train one with "
             f"`keras-gen evaluate train-classifier --dataset {dataset_name} --out <folder>/{file_name}`")
 

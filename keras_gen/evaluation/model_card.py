@@ -3,7 +3,9 @@
 ``record_evaluation(report)`` writes each evaluated export's rows (quality, coverage, speed) into
 its ``assets/keras_gen.json`` under "evaluation", so a SavedModel carries its own numbers.
 ``model_card(paths)`` renders the table of saved_models/README.md from those assets: size on disk,
-parameters, training time, classifier FID, coverage, samples/s. Nothing in the table is typed in.
+parameters, training time, classifier FID, coverage, samples/s. ``zoo_listing(models)`` is the
+short form ``keras-gen models`` prints for the shipped models by name. Nothing in the tables is
+typed in.
 """
 
 from __future__ import annotations
@@ -40,18 +42,6 @@ def record_evaluation(report: dict) -> list[Path]:
     return written
 
 
-def shipped_exports() -> list[Path]:
-    """The exported models in the shipped-models folder (``models_dir()``), in the registry's kind order."""
-    from keras_gen.evaluation.classifier import models_dir
-    from keras_gen.export import is_export
-    from keras_gen.models.kinds import model_kinds
-
-    folder = models_dir()
-    exports = [p for p in sorted(folder.iterdir()) if is_export(p)] if folder.is_dir() else []
-    order = {name: i for i, name in enumerate(model_kinds())}
-    return sorted(exports, key=lambda p: (order.get(read_export_info(p)["kind"], len(order)), p.name))
-
-
 def export_size_bytes(path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
@@ -77,7 +67,7 @@ def default_row(info: dict) -> dict | None:
     return rows[0] if rows else None
 
 
-def _sampler_cell(row: dict) -> str:
+def sampler_cell(row: dict) -> str:
     """"one pass (1)" for a one-pass generator, else e.g. "DDIM 50 (50)"."""
     if not row.get("sampler"):
         return f"one pass ({row['nfe_per_sample']})"
@@ -116,7 +106,7 @@ def model_card(paths) -> str:
         if not ordered:
             lines.append(base.format(sampler="-") + " not measured | | | |")
         for row in ordered:
-            sampler = _sampler_cell(row)
+            sampler = sampler_cell(row)
             if row.get("eta"):
                 sampler += f", eta {row['eta']:g}"
             if row is not default:
@@ -146,6 +136,22 @@ def likelihood_table(paths) -> str:
         return ""
     head = "| model | likelihood | value | unit | test images | data |\n|---|---|---|---|---|---|"
     return "\n\n" + "\n".join([head] + lines)
+
+
+def zoo_listing(models) -> str:
+    """An aligned text table of named exports (keras_gen.zoo.ShippedModel): name, kind, dataset,
+    conditioning, the recorded classifier FID of the default sampler (when the assets hold an
+    evaluation), size on disk and folder."""
+    lines = [("name", "kind", "dataset", "conditional", "classifier FID (n), sampler (NFE)", "size", "folder")]
+    for model in models:
+        row = default_row(model.info)
+        fid = "not measured" if row is None else f"{row['fid']:.1f} ({row['n']}), {sampler_cell(row)}"
+        classes = "no" if model.num_classes is None else f"yes, {model.num_classes} classes (--label)"
+        lines.append((model.name, model.kind, model.dataset, classes, fid,
+                      f"{export_size_bytes(model.path) / 2**20:.1f} MB", str(model.path)))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1]
+                     for line in lines)
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -264,6 +264,11 @@ class DistilledKind(DDPMKind):
     def demo_steps(self, info):
         return int(info["config"]["ddim_steps"])
 
+    def name_tags(self, info):
+        """A student's step count: the 4-step and the 1-step students of one teacher are
+        distilled_mnist_4step and distilled_mnist_1step."""
+        return (f"{self.demo_steps(info)}step",)
+
     def evaluation_runs(self, info, *, ddim_steps=(), full_chain=True, full_chain_n=None):
         steps = int(info["config"]["ddim_steps"])
         return [dict(short_label=f"student {steps}", options={}, n=None,

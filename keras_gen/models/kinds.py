@@ -27,6 +27,8 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``network_passes(info, options)`` network evaluations per sample of such a call
 ``evaluation_runs(info, ...)`` the rows ``keras-gen evaluate`` draws for one model
 ``demo_figures(sampler, out, seed)`` extra figures ``keras-gen demo`` draws from a shipped model
+``name_tags(info)``       what tells two exports of this kind on one dataset apart in a shipped
+                          model's name (keras_gen.zoo): none by default, a student's steps
 ``likelihood(model, images)`` rows of the kind's likelihood bounds on uint8 test images
                           (keras_gen.likelihood.summary_row); ``no_likelihood`` says why a kind
                           has none (None when it has one); ``likelihood_unavailable(info)`` why
@@ -134,6 +136,11 @@ class ModelKind(abc.ABC):
         """Extra figures ``keras-gen demo`` draws from a shipped model (a keras_gen.sampling
         Sampler) into ``out``; returns their paths."""
         return []
+
+    def name_tags(self, info: dict) -> tuple[str, ...]:
+        """Words a shipped export's name carries besides its kind, dataset and conditioning
+        (keras_gen.zoo.model_name), from its assets ``info``; default none."""
+        return ()
 
     #: Why this kind reports no likelihood (``keras-gen evaluate --likelihood`` prints it); None
     #: for a kind that overrides ``likelihood``.
