@@ -228,23 +228,22 @@ def cmd_models(args):
         raise CLIError(no_models_found())
     print(zoo_listing(models))
 
+
 def cmd_demo(args):
     """Sample every shipped model, draw each kind's demo figures and the trilemma table/chart."""
     import time
 
     from keras_gen.data import load_dataset
-    from keras_gen.evaluation import evaluate_paths, models_dir
+    from keras_gen.evaluation import evaluate_paths
     from keras_gen.plotting import image_grid
     from keras_gen.sampling import load_sampler
-    from keras_gen.zoo import shipped_models
+    from keras_gen.zoo import no_models_found, shipped_models
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shipped = [model.path for model in shipped_models()]
     if not shipped:
-        raise CLIError(f"no shipped models in {models_dir()}: set KERAS_GEN_MODELS to the repository's "
-                       "saved_models/ folder, or train them with `keras-gen train {vae,dcgan,ddpm} --preset cpu` "
-                       "and copy the saved_model/ folders there")
+        raise CLIError(no_models_found())
     images, _ = load_dataset("mnist", "train")
     real_grid = out / "mnist_training_images.png"
     image_grid(images[:64], real_grid, title="MNIST: 64 training images")

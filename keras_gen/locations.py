@@ -49,10 +49,11 @@ def _installed_models_dir() -> Path | None:
     site = _package_parent()
     marker = INSTALLED_MODELS.as_posix() + "/"
     for info in sorted(site.glob("keras_gen-*.dist-info")):
-        for file in PathDistribution(info).files or ():
+        distribution = PathDistribution(info)
+        for file in distribution.files or ():
             posix = file.as_posix()
             if marker in posix:
-                recorded = Path(PathDistribution(info).locate_file(posix[:posix.index(marker) + len(marker)]))
+                recorded = Path(distribution.locate_file(posix[:posix.index(marker) + len(marker)]))
                 beside = site / INSTALLED_MODELS
                 return (recorded if recorded.is_dir() or not beside.is_dir() else beside).resolve()
     return None

@@ -1,6 +1,6 @@
 """The families table: every family on the survey's four axes, assembled from recorded numbers.
 
-The survey this project measures (issue 17) rates the VAE, the GAN, the flow and diffusion on
+Surveys of the field rate the VAE, the GAN, the flow and diffusion on
 likelihood, training stability, fidelity and generation speed by hand. This module puts the
 measured numbers side by side; it computes nothing itself. Its sources:
 
