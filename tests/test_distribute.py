@@ -1,7 +1,7 @@
-"""Training under tf.distribute: MirroredStrategy over two logical CPU devices (Adam through the
-training code's models, and plain SGD steps compared to one device's to float rounding, which a
-wrong replica loss scale fails), and a real two-process MultiWorkerMirroredStrategy cluster on
-127.0.0.1.
+"""Training under tf.distribute: MirroredStrategy over two logical CPU devices (plain SGD steps
+compared to one device's to float rounding, which a wrong replica loss scale fails), and a real
+two-process MultiWorkerMirroredStrategy cluster on 127.0.0.1 through `keras-gen train` (the
+training code's own model preparation, under a strategy scope).
 
 Both run in child processes: logical devices and the collective runtime must be configured before
 TensorFlow initialises, which the test process itself has long done.
@@ -21,78 +21,6 @@ from subprocess_jobs import explain, run_all
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 SAMPLE = Path(__file__).parent / "data" / "mnist_sample.npz"  # the committed real MNIST sample
-
-# Trains each model 3 steps on the same real MNIST batch twice from the same initial weights:
-# on one device, and mirrored over 2 logical CPUs (the global batch of 32 split 16 + 16).
-MIRRORED_CHILD = r'''
-import json, sys
-from keras_gen.distribute import split_cpu
-split_cpu(2)
-import keras, numpy as np, tensorflow as tf
-from keras_gen.data import make_dataset
-from keras_gen.distribute import make_strategy
-from keras_gen.presets import get_preset
-from keras_gen.models.kinds import get_model_kind
-from keras_gen.training import prepare_model
-
-out = {}
-for kind in ("vae", "dcgan", "ddpm"):
-    config = get_preset(kind, "tiny", batch_size=32)
-    batch = next(iter(make_dataset("mnist", "train", 32, shuffle=False, limit=32,
-                                   **get_model_kind(kind).data_options(config))))
-    runs = {}
-    for name in ("default", "mirrored"):
-        strategy = make_strategy(name)
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model, _ = prepare_model(kind, config)
-        history = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), epochs=1, verbose=0)
-        runs[name] = {"replicas": strategy.num_replicas_in_sync,
-                      "loss": {k: float(v[-1]) for k, v in history.history.items() if "loss" in k},
-                      "weights": [np.asarray(v.numpy()).tolist() for v in model.trainable_variables[-1:]]}
-        if name == "mirrored":  # every replica holds the same values after the updates
-            var = model.trainable_variables[0]
-            values = [np.asarray(v) for v in strategy.experimental_local_results(var.value)]
-            runs[name]["replicas_equal"] = bool(all(np.array_equal(values[0], v) for v in values))
-    out[kind] = runs
-json.dump(out, open(sys.argv[1], "w"))
-'''
-
-
-@pytest.fixture(scope="module")
-def children(request, tmp_path_factory):
-    """MIRRORED_CHILD and SGD_CHILD, run side by side (those that the selected tests use):
-    ({name: result}, their folder)."""
-    root = tmp_path_factory.mktemp("mirrored")
-    commands = {"mirrored": [sys.executable, "-c", MIRRORED_CHILD, str(root / "mirrored.json")],
-                "sgd": [sys.executable, "-c", SGD_CHILD, str(SAMPLE), str(root / "sgd.json"), str(STEPS),
-                        json.dumps(SGD_RATES)]}
-    used = {name for item in request.session.items if item.module is request.module
-            for name, fixture in (("mirrored", "mirrored"), ("sgd", "sgd_runs")) if fixture in item.fixturenames}
-    return run_all({name: cmd for name, cmd in commands.items() if name in used}, root, root), root
-
-
-@pytest.fixture(scope="module")
-def mirrored(children):
-    results, root = children
-    assert results["mirrored"].rc == 0, explain(results["mirrored"])
-    return json.loads((root / "mirrored.json").read_text())
-
-
-@pytest.mark.parametrize("kind", ["vae", "dcgan", "ddpm"])
-def test_mirrored_training_on_two_cpu_devices_matches_one_device(mirrored, kind):
-    default, mirror = mirrored[kind]["default"], mirrored[kind]["mirrored"]
-    assert default["replicas"] == 1 and mirror["replicas"] == 2
-    assert mirror["replicas_equal"]
-    # Same weights, same batch: the losses agree up to the random draws (noise, t, z), which each
-    # replica makes for its half of the batch, so they differ a little from one device's. (Adam
-    # does not see a constant gradient scale: the replicas' loss scale is checked with SGD below.)
-    for key, value in default["loss"].items():
-        assert np.isfinite(mirror["loss"][key])
-        assert mirror["loss"][key] == pytest.approx(value, rel=0.15), key
-    a, b = np.asarray(default["weights"][0]), np.asarray(mirror["weights"][0])
-    assert np.abs(a - b).max() < 0.05 * max(1.0, np.abs(a).max())
-
 
 # Trains each model STEPS plain-SGD steps on one real MNIST batch of 32, twice from the same
 # initial weights: on one device, and mirrored over 2 logical CPUs (16 + 16). Every random draw of
@@ -189,8 +117,11 @@ json.dump(out, open(out_path, "w"))
 
 
 @pytest.fixture(scope="module")
-def sgd_runs(children):
-    results, root = children
+def sgd_runs(tmp_path_factory):
+    """SGD_CHILD's results: ({"<kind>/<strategy>": info}, {name: array})."""
+    root = tmp_path_factory.mktemp("mirrored")
+    command = [sys.executable, "-c", SGD_CHILD, str(SAMPLE), str(root / "sgd.json"), str(STEPS), json.dumps(SGD_RATES)]
+    results = run_all({"sgd": command}, root, root)
     assert results["sgd"].rc == 0, explain(results["sgd"])
     with np.load(root / "sgd.json.npz") as data:
         arrays = {k: data[k] for k in data.files}
