@@ -1,5 +1,5 @@
 """Training callbacks: per-epoch sample grids, per-epoch model snapshots, wall-clock and CPU-time
-logging, a CPU-time budget."""
+logging, a CPU-time budget, TensorBoard logs with the sample grids."""
 
 from __future__ import annotations
 
@@ -19,17 +19,19 @@ class SampleGrid(keras.callbacks.Callback):
     skips the before-training grid (a resumed run already has it).
     """
 
-    def __init__(self, sample_fn, out_dir, n=64, seed=0, every=1, prefix="epoch", draw_initial=True):
+    def __init__(self, sample_fn, out_dir, n=64, seed=0, every=1, prefix="epoch", draw_initial=True,
+                 sinks=()):
         super().__init__()
         self.sample_fn, self.out_dir = sample_fn, Path(out_dir)
         self.n, self.seed, self.every, self.prefix = n, seed, every, prefix
-        self.draw_initial = draw_initial
+        self.draw_initial, self.sinks = draw_initial, list(sinks)
 
     def _save(self, label):
         from keras_gen.plotting import image_grid  # matplotlib only when a grid is drawn
 
         images = self.sample_fn(self.n, self.seed)
         image_grid(images, self.out_dir / f"{self.prefix}_{label}.png", title=f"{self.prefix} {label}")
+        return images
 
     def on_train_begin(self, logs=None):
         if self.draw_initial:
@@ -38,7 +40,9 @@ class SampleGrid(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every == 0:
-            self._save(f"{epoch + 1:03d}")
+            images = self._save(f"{epoch + 1:03d}")
+            for sink in self.sinks:  # e.g. TrainingBoard.log_images: the same draws, not new ones
+                sink(images, epoch)
 
 
 class EpochSnapshots(keras.callbacks.Callback):
@@ -104,3 +108,51 @@ class CPUClock(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["cpu_seconds"] = self.elapsed()
+
+
+class TrainingBoard(keras.callbacks.TensorBoard):
+    """``keras.callbacks.TensorBoard`` for keras_gen's runs: each epoch's losses as scalars (Keras'
+    own ``epoch_<name>``), the learning rate of every optimizer (``epoch_learning_rate`` for one,
+    ``epoch_learning_rate_<name>`` for several, such as the DCGAN's two), and the fixed-seed sample
+    grid of the epoch as the image summary ``samples`` (run ``samples`` beside ``train``).
+
+    ``optimizers``: {name: optimizer} (the model kind's, or a custom loop's). Give ``log_images``
+    to a SampleGrid's ``sinks`` so the grid is the one drawn for the PNGs. Steps are Keras' 0-based
+    epoch indices, so a resumed run continues the same curves in the same ``log_dir``.
+    """
+
+    def __init__(self, log_dir, optimizers: dict, **kwargs):
+        super().__init__(log_dir=str(log_dir), write_graph=False, **kwargs)
+        self.named_optimizers = dict(optimizers)
+        self._image_writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        rates = {("learning_rate" if len(self.named_optimizers) == 1 else f"learning_rate_{name}"):
+                 float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+                 for name, optimizer in self.named_optimizers.items()}
+        super().on_epoch_end(epoch, {**(logs or {}), **rates})  # a copy: the history CSV keeps its columns
+
+    def log_images(self, images, epoch: int):
+        """Write (n, H, W, C) images in [0, 1] as one tiled grid, the image summary of ``epoch``."""
+        import numpy as np
+        import tensorflow as tf
+
+        images = np.clip(np.asarray(images, dtype="float32"), 0.0, 1.0)
+        n, height, width, channels = images.shape
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = -(-n // cols)
+        padded = np.zeros((rows * cols, height, width, channels), "float32")
+        padded[:n] = images
+        grid = padded.reshape(rows, cols, height, width, channels).transpose(0, 2, 1, 3, 4)
+        grid = grid.reshape(1, rows * height, cols * width, channels)
+        if self._image_writer is None:
+            self._image_writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "samples"))
+        with self._image_writer.as_default():
+            tf.summary.image("samples", grid, step=epoch)
+        self._image_writer.flush()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._image_writer is not None:
+            self._image_writer.close()
+            self._image_writer = None

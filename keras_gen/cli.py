@@ -115,7 +115,7 @@ def cmd_train(args):
     config = None if args.resume else get_preset(args.model, args.preset, **overrides)
     summary = train(args.model, config, args.out, verbose=args.verbose, resume=args.resume,
                     checkpoint_every=args.checkpoint_every, strategy=args.strategy, force=args.force,
-                    max_cpu_minutes=args.max_cpu_minutes)
+                    max_cpu_minutes=args.max_cpu_minutes, tensorboard_dir=args.tensorboard)
     config = summary["train_config"]
     print(f"trained {args.model} ({config['preset']} preset) in {summary['training']['wall_seconds']} s;"
           f" outputs in {args.out}:")
@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-cpu-minutes", type=positive_float,
                        help="end the run (as finished) once training has used this much CPU time "
                             "(all threads); for comparisons at an equal compute budget")
+    train.add_argument("--tensorboard", metavar="DIR",
+                       help="also log losses, learning rates and each epoch's sample grid for TensorBoard "
+                            "(`tensorboard --logdir DIR`); give it again with --resume")
     train.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                        help="Keras fit verbosity: 1 = progress bar (default), 2 = a line per epoch")
     train.set_defaults(func=cmd_train)

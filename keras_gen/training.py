@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_gen.callbacks import CPUClock, EpochSnapshots, SampleGrid, WallClock
+from keras_gen.callbacks import CPUClock, EpochSnapshots, SampleGrid, TrainingBoard, WallClock
 from keras_gen.checkpointing import (CheckpointStore, ResumableCheckpoint, StopOnNonFinite,
                                      build_optimizers, training_variables)
 from keras_gen.data import load_dataset, make_dataset, steps_per_epoch
@@ -130,7 +130,8 @@ def _prepare_config(kind: str, config: dict, strategy: str) -> tuple[dict, dict]
 
 
 def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoint_every=500,
-          strategy: str = "default", force: bool = False, max_cpu_minutes: float | None = None) -> dict:
+          strategy: str = "default", force: bool = False, max_cpu_minutes: float | None = None,
+          tensorboard_dir=None) -> dict:
     """Run one training job; returns the summary (also written to out_dir/summary.json).
 
     ``out_dir`` becomes this run's folder (keras_gen.runs.RunFolder: one process at a time; a
@@ -144,6 +145,8 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
     ``out_dir`` (the chief's is the one to keep). ``max_cpu_minutes`` ends the run early, as
     finished, once training has used that much of this process's CPU time (callbacks.CPUClock;
     for comparisons at an equal budget); the summary then says ``"stopped": "cpu budget"``.
+    ``tensorboard_dir``: also log the losses, learning rates and sample grids there
+    (callbacks.TrainingBoard); not part of the run's config, so give it again to ``--resume``.
     """
     model_kind = get_model_kind(kind)
     if not resume and config is None:
@@ -154,10 +157,11 @@ def train(kind: str, config: dict, out_dir, *, verbose=1, resume=False, checkpoi
         state = state or _new_state(config)
         if max_cpu_minutes is not None and not resume:
             state["config"] = {**state["config"], "max_cpu_minutes": float(max_cpu_minutes)}
-        return _train_in(run, model_kind, state, resume, verbose, checkpoint_every, strategy)
+        return _train_in(run, model_kind, state, resume, verbose, checkpoint_every, strategy, tensorboard_dir)
 
 
-def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, checkpoint_every, strategy):
+def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, checkpoint_every, strategy,
+              tensorboard_dir=None):
     kind, out = model_kind.name, run.path
     store = CheckpointStore(run.resume_dir)
     config = state["config"]
@@ -190,9 +194,12 @@ def _train_in(run: RunFolder, model_kind, state: dict, resume: bool, verbose, ch
                                      extra_state=(lambda: trainer.host_state) if trainer else None)
     # Order matters: the NaN guard first, the per-epoch files next, the epoch's resume state last
     # (a kill between them redoes the epoch's end instead of losing its files).
+    board = None if tensorboard_dir is None else TrainingBoard(
+        tensorboard_dir, trainer.optimizers if trainer else model_kind.optimizers(model))
     callbacks = [clock, cpu_clock, StopOnNonFinite(store, checkpoint.position), EpochSnapshots(run.checkpoints_dir, servable),
-                 SampleGrid(lambda n, seed: servable.sample(n, seed), run.samples_dir, draw_initial=not resume),
-                 checkpoint]
+                 SampleGrid(lambda n, seed: servable.sample(n, seed), run.samples_dir, draw_initial=not resume,
+                            sinks=[board.log_images] if board else []),
+                 *([board] if board else []), checkpoint]
     for phase in plan_phases(config["epochs"], config["steps_per_epoch"], state["epoch"], state["step_in_epoch"]):
         dataset = make_dataset(config["dataset"], "train", config["batch_size"], shuffle=True,
                                seed=config["seed"], limit=config.get("limit"), epochs=phase.last,

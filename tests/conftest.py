@@ -179,7 +179,9 @@ def tiny_dcgan_run(mnist_sample):
 # see, the other waits for its exit-code file.
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
-TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan"], "alternating": ["dcgan", "--loop", "alternating"],
+# The DCGAN (fit) run also logs for TensorBoard, into <root>/dcgan_tensorboard (test_export.py reads it).
+TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan", "--tensorboard", "dcgan_tensorboard"],
+                   "alternating": ["dcgan", "--loop", "alternating"],
                    "ddpm": ["ddpm"], "flow": ["flow"]}
 TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", "3"]
 

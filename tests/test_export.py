@@ -329,6 +329,64 @@ def test_cli_train_tiny_writes_every_output(cli_runs, name):
         assert_png(out / "latent_manifold.png")
 
 
+def test_cli_train_tensorboard_logs_the_losses_rates_and_one_grid_per_epoch(cli_runs):
+    """The DCGAN run's --tensorboard folder (conftest.TINY_TRAIN_JOBS), read back event by event:
+    each epoch's losses equal history.csv's, both optimizers' learning rates are there, and the
+    samples run holds one PNG grid per epoch (the 64 fixed-seed samples tiled 8 x 8)."""
+    import tensorflow as tf
+
+    result = cli_runs.trains["dcgan"]
+    assert result.rc == 0, explain(result)
+    board = result.out.parent / "dcgan_tensorboard"
+
+    def events(run):
+        found = {}
+        for path in sorted((board / run).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                for value in event.summary.value:
+                    found.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor)
+        return found
+
+    scalars, images = events("train"), events("samples")
+    with open(result.out / "history.csv", newline="") as f:
+        history = list(csv.DictReader(f))
+    for key in ("d_loss", "g_loss", "d_real_acc"):
+        assert sorted(scalars[f"epoch_{key}"]) == [0, 1]
+        for epoch, row in enumerate(history):
+            assert float(scalars[f"epoch_{key}"][epoch]) == pytest.approx(float(row[key]), rel=1e-5), key
+    for name in ("d_optimizer", "g_optimizer"):  # the tiny preset's 2e-4 for both
+        assert [float(v) for v in scalars[f"epoch_learning_rate_{name}"].values()] == pytest.approx([2e-4, 2e-4])
+    assert "learning_rate" not in history[0]  # the rates go to TensorBoard, not into the history CSV
+    assert sorted(images["samples"]) == [0, 1]
+    grids = []
+    for epoch, (width, height, png) in sorted(images["samples"].items()):
+        grids.append(tf.io.decode_png(png).numpy())
+        assert grids[-1].shape == (224, 224, 1) == (int(height), int(width), 1)
+        assert grids[-1].std() > 0.5  # not one flat colour (the tiny DCGAN draws grey noise yet)
+    assert not np.array_equal(*grids)  # the same draws, after another epoch of training
+
+
+def test_the_tensorboard_grid_puts_image_i_at_row_i_div_cols_and_column_i_mod_cols(tmp_path):
+    import tensorflow as tf
+
+    from keras_gen.callbacks import TrainingBoard
+
+    images = np.zeros((7, 4, 5, 1), "float32")  # 7 images of 4 x 5 pixels: a 3 x 3 grid, 2 cells empty
+    for i in range(7):
+        images[i] = (i + 1) / 10
+        images[i, 0, 0] = 1.0  # a corner mark: a transposed image would move it
+    TrainingBoard(tmp_path, {}).log_images(images, epoch=3)
+    [path] = (tmp_path / "samples").glob("events.out.tfevents.*")
+    [(step, png)] = [(e.step, v.tensor) for e in tf.compat.v1.train.summary_iterator(str(path))
+                     for v in e.summary.value]
+    grid = tf.io.decode_png(tf.make_ndarray(png)[2]).numpy()[..., 0].astype(int)
+    assert step == 3 and grid.shape == (12, 15)
+    for i in range(9):
+        cell = grid[4 * (i // 3):4 * (i // 3) + 4, 5 * (i % 3):5 * (i % 3) + 5]
+        want = round((i + 1) / 10 * 255) if i < 7 else 0
+        assert cell[0, 0] == (255 if i < 7 else 0) and np.all(np.abs(cell[1:, 1:] - want) <= 1), i
+
+
 @pytest.mark.parametrize("name", list(CLI_JOBS) + ["alternating_keras"])
 def test_cli_sample_writes_a_grid(cli_runs, name):
     result = cli_runs.samples[f"sample_{name}"]
