@@ -59,55 +59,55 @@ class EpochSnapshots(keras.callbacks.Callback):
         save_keras_atomically(self.saved_model or self.model, self.directory / f"epoch_{epoch + 1:03d}.keras")
 
 
-class WallClock(keras.callbacks.Callback):
-    """Adds ``wall_seconds`` (training time so far, ``offset`` included for a resumed run) to each
-    epoch's logs, so the history CSV can plot quality against training time."""
+class TrainingClock(keras.callbacks.Callback):
+    """Adds the training time so far (``offset`` included for a resumed run), read from the clock
+    ``now``, to each epoch's logs as ``key``; started once per run, even when fit is called in
+    phases. WallClock and CPUClock are its two clocks."""
+
+    key, now = None, None
 
     def __init__(self, offset: float = 0.0):
         super().__init__()
         self.offset, self.start = float(offset), None
 
     def elapsed(self) -> float:
-        return self.offset + (0.0 if self.start is None else time.perf_counter() - self.start)
+        return self.offset + (0.0 if self.start is None else self.now() - self.start)
 
     def on_train_begin(self, logs=None):
-        if self.start is None:  # once per run, even when fit is called in phases
-            self.start = time.perf_counter()
+        if self.start is None:
+            self.start = self.now()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["wall_seconds"] = self.elapsed()
+            logs[self.key] = self.elapsed()
 
 
-class CPUClock(keras.callbacks.Callback):
-    """This process's CPU time spent training (user + system, all threads: `time.process_time`),
-    ``offset`` included for a resumed run, added to each epoch's logs as ``cpu_seconds``.
-    Optionally a budget: once ``budget_seconds`` are spent, training stops at the end of the
-    current batch (``exhausted`` tells afterwards).
+class WallClock(TrainingClock):
+    """``wall_seconds`` in each epoch's logs, so the history CSV can plot quality against training
+    time."""
+
+    key, now = "wall_seconds", time.perf_counter
+
+
+class CPUClock(TrainingClock):
+    """This process's CPU time spent training (user + system, all threads: `time.process_time`)
+    as ``cpu_seconds`` in each epoch's logs. Optionally a budget: once ``budget_seconds`` are
+    spent, training stops at the end of the current batch (``exhausted`` tells afterwards).
 
     A budget in CPU time rather than wall time gives runs compared at one budget the same
     compute on a shared machine, where another process can take a core for seconds at a time.
     """
 
+    key, now = "cpu_seconds", time.process_time
+
     def __init__(self, offset: float = 0.0, budget_seconds: float | None = None):
-        super().__init__()
-        self.offset, self.budget_seconds, self.start, self.exhausted = float(offset), budget_seconds, None, False
-
-    def elapsed(self) -> float:
-        return self.offset + (0.0 if self.start is None else time.process_time() - self.start)
-
-    def on_train_begin(self, logs=None):
-        if self.start is None:  # once per run, even when fit is called in phases
-            self.start = time.process_time()
+        super().__init__(offset)
+        self.budget_seconds, self.exhausted = budget_seconds, False
 
     def on_train_batch_end(self, batch, logs=None):
         if self.budget_seconds is not None and self.elapsed() >= self.budget_seconds:
             self.exhausted = True
             self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["cpu_seconds"] = self.elapsed()
 
 
 class TrainingBoard(keras.callbacks.TensorBoard):
@@ -133,18 +133,13 @@ class TrainingBoard(keras.callbacks.TensorBoard):
         super().on_epoch_end(epoch, {**(logs or {}), **rates})  # a copy: the history CSV keeps its columns
 
     def log_images(self, images, epoch: int):
-        """Write (n, H, W, C) images in [0, 1] as one tiled grid, the image summary of ``epoch``."""
-        import numpy as np
+        """Write (n, H, W, 1) images as one tiled grid (plotting.tile, the PNGs' layout), the image
+        summary of ``epoch``."""
         import tensorflow as tf
 
-        images = np.clip(np.asarray(images, dtype="float32"), 0.0, 1.0)
-        n, height, width, channels = images.shape
-        cols = int(np.ceil(np.sqrt(n)))
-        rows = -(-n // cols)
-        padded = np.zeros((rows * cols, height, width, channels), "float32")
-        padded[:n] = images
-        grid = padded.reshape(rows, cols, height, width, channels).transpose(0, 2, 1, 3, 4)
-        grid = grid.reshape(1, rows * height, cols * width, channels)
+        from keras_gen.plotting import tile  # matplotlib only when a grid is drawn
+
+        grid = tile(images)[None, :, :, None]
         if self._image_writer is None:
             self._image_writer = tf.summary.create_file_writer(str(Path(self.log_dir) / "samples"))
         with self._image_writer.as_default():

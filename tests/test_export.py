@@ -361,7 +361,7 @@ def test_cli_train_tensorboard_logs_the_losses_rates_and_one_grid_per_epoch(cli_
     grids = []
     for epoch, (width, height, png) in sorted(images["samples"].items()):
         grids.append(tf.io.decode_png(png).numpy())
-        assert grids[-1].shape == (224, 224, 1) == (int(height), int(width), 1)
+        assert grids[-1].shape == (231, 231, 1) == (int(height), int(width), 1)
         assert grids[-1].std() > 0.5  # not one flat colour (the tiny DCGAN draws grey noise yet)
     assert not np.array_equal(*grids)  # the same draws, after another epoch of training
 
@@ -380,11 +380,12 @@ def test_the_tensorboard_grid_puts_image_i_at_row_i_div_cols_and_column_i_mod_co
     [(step, png)] = [(e.step, v.tensor) for e in tf.compat.v1.train.summary_iterator(str(path))
                      for v in e.summary.value]
     grid = tf.io.decode_png(tf.make_ndarray(png)[2]).numpy()[..., 0].astype(int)
-    assert step == 3 and grid.shape == (12, 15)
+    assert step == 3 and grid.shape == (3 * 5 - 1, 3 * 6 - 1)  # plotting.tile: 1-pixel white gaps
+    assert np.all(grid[4] == 255) and np.all(grid[:, 5] == 255)
     for i in range(9):
-        cell = grid[4 * (i // 3):4 * (i // 3) + 4, 5 * (i % 3):5 * (i % 3) + 5]
-        want = round((i + 1) / 10 * 255) if i < 7 else 0
-        assert cell[0, 0] == (255 if i < 7 else 0) and np.all(np.abs(cell[1:, 1:] - want) <= 1), i
+        cell = grid[5 * (i // 3):5 * (i // 3) + 4, 6 * (i % 3):6 * (i % 3) + 5]
+        want = round((i + 1) / 10 * 255) if i < 7 else 255  # an empty cell stays white
+        assert cell[0, 0] == 255 and np.all(np.abs(cell[1:, 1:] - want) <= 1), i
 
 
 @pytest.mark.parametrize("name", list(CLI_JOBS) + ["alternating_keras"])

@@ -264,3 +264,26 @@ def test_a_cpu_budget_ends_the_run_early_as_finished(tmp_path):
     from keras_gen.machine import SPEED_FLAGS
     flags_line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
     assert summary["machine"]["cpu_flags"] == [f for f in SPEED_FLAGS if re.search(rf"\s{f}(\s|$)", flags_line)]
+
+
+def test_the_training_clocks_start_once_and_carry_their_offset():
+    """A resumed run's clock continues from its recorded offset, and a second fit phase of the same
+    run does not restart it (WallClock and CPUClock differ only in the clock they read)."""
+    from keras_gen.callbacks import CPUClock, TrainingClock, WallClock
+
+    readings = iter([100.0, 103.0, 107.0, 112.0])
+
+    class CountingClock(TrainingClock):
+        key, now = "counted_seconds", staticmethod(lambda: next(readings))
+
+    clock = CountingClock(offset=5.0)
+    assert clock.elapsed() == 5.0  # not started yet: the offset alone
+    clock.on_train_begin()  # reads 100
+    logs = {}
+    clock.on_epoch_end(0, logs)  # reads 103
+    assert logs == {"counted_seconds": 8.0}
+    clock.on_train_begin()  # a second fit phase: no new start
+    clock.on_epoch_end(1, logs)  # reads 107
+    assert logs == {"counted_seconds": 12.0}
+    assert (WallClock.key, CPUClock.key) == ("wall_seconds", "cpu_seconds")
+    assert (WallClock.now, CPUClock.now) == (time.perf_counter, time.process_time)
