@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test install data browser clean
+.PHONY: notebooks demo test install data browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ data: install
 
 demo: data
 	$(BIN)/keras-gen demo --out outputs
+
+# notebooks/*.ipynb from the tutorials' `# %%` cells (the scripts are the source; tests/test_docs.py
+# fails when a notebook is not current).
+notebooks: install
+	$(BIN)/python tools/notebooks.py
 
 # The report page test (tests/test_evaluation.py) opens the page in Debian's chromium through
 # chromium-driver. Best effort: installed quietly where it is missing and apt-get runs as root

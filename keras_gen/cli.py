@@ -100,7 +100,7 @@ def cmd_train(args):
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
-                  "loop", "timesteps", "num_classes", "prediction", "schedule")}
+                  "loop", "timesteps", "num_classes", "prediction", "schedule", "data_mode", "sampler")}
     if args.mixed_precision:
         overrides["precision"] = "mixed"
     given = sorted(k for k, v in overrides.items() if v is not None)
@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prediction", choices=["eps", "x0", "v"],
                        help="DDPM: what the U-Net predicts (default eps, the article's; v: Salimans & Ho 2022)")
     train.add_argument("--schedule", choices=["linear", "cosine"], help="DDPM: the noise schedule")
+    train.add_argument("--data-mode", choices=["pad", "resize"],
+                       help="DDPM: 28x28 -> 32x32 by lossless padding (cpu preset) or the article's bilinear resize")
+    train.add_argument("--sampler", choices=["ddim", "ddpm"],
+                       help="DDPM: the default sampler of its samples and export (article preset: ddpm, all T steps)")
     train.add_argument("--num-classes", type=positive_int,
                        help="train a class-conditional model on (image, label) batches (10 for MNIST)")
     train.add_argument("--loop", choices=["fit", "alternating"],

@@ -76,3 +76,50 @@ def test_links_between_the_docs_resolve():
     for page in DOCS.glob("*.md"):
         for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
             assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
+
+
+# ----------------------------------------------------------------------------- notebooks
+def _notebooks_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("notebooks_tool", REPO / "tools" / "notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_notebooks_are_current():
+    """notebooks/*.ipynb are `make notebooks` of tutorials/*.py, one each, nothing stale."""
+    import nbformat
+
+    assert _notebooks_tool().stale() == []
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) == len(list((REPO / "tutorials").glob("[0-9]*.py")))
+    for path in notebooks:  # valid for Jupyter: nbformat's own schema check
+        nbformat.validate(nbformat.read(path, as_version=4))
+
+
+def test_a_percent_script_becomes_markdown_and_code_cells(tmp_path):
+    tool = _notebooks_tool()
+    script = tmp_path / "01_demo.py"
+    script.write_text("# %% [markdown]\n# # Title\n#\n# Some *prose*.\n\n# %%\nimport os\nx = 1\n\n"
+                      "# %%\nprint(x)\n")
+    nb = tool.notebook(script)
+    assert [c["cell_type"] for c in nb["cells"]] == ["markdown", "code", "code"]
+    assert nb["cells"][0]["source"] == ["# Title\n", "\n", "Some *prose*."]
+    assert nb["cells"][1]["source"] == ["import os\n", "x = 1"]
+    assert nb["cells"][2] == {"cell_type": "code", "metadata": {}, "source": ["print(x)"], "id": "01_demo-2",
+                              "execution_count": None, "outputs": []}
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    assert tool.stale(tmp_path, notebooks) == ["01_demo.ipynb"]  # missing
+    (notebooks / "01_demo.ipynb").write_text(tool.render(script))
+    assert tool.stale(tmp_path, notebooks) == []
+    script.write_text(script.read_text() + "print(2)\n")  # the script changed: stale again
+    assert tool.stale(tmp_path, notebooks) == ["01_demo.ipynb"]
+    bad = tmp_path / "02_bad.py"
+    bad.write_text("# %% [markdown]\nnot a comment\n")
+    import pytest
+
+    with pytest.raises(ValueError, match="must be a '# ' comment"):
+        tool.notebook(bad)

@@ -37,7 +37,9 @@ out.mkdir(parents=True, exist_ok=True)
 # ## Article step 2: hyperparameters and data
 # The article: latent_dim = 100 (and 2 for a manifold plot), 100 epochs, batch size 32, Adam at
 # 1e-4 for both networks; images scaled to [-1, 1] to match the tanh output. Our "cpu" preset
-# uses the common DCGAN optimiser setting (2e-4, beta_1 = 0.5) and 10 epochs.
+# uses the common DCGAN optimiser setting (2e-4, beta_1 = 0.5) and 8 epochs; our "article"
+# preset is the article's, trained with its alternating loop (`keras-gen train dcgan --preset
+# article`; `tests/test_article_presets.py` pins the values).
 
 # %%
 config = keras_gen.get_preset("dcgan", args.preset)
@@ -73,12 +75,30 @@ print("article's ReLU caps:", [layer.max_value for layer in capped.layers if isi
 # **Erratum 5 (keras_gen differs; docs/errata.md).** The article reports `np.mean(d_loss_real +
 # d_loss_fake)`: with a metric compiled in, each is a [loss, accuracy] list, so `+` concatenates
 # them and the mean mixes losses with accuracies. We report the mean of the two losses.
+#
+# **Difference (keras_gen differs).** The article's generator step trains on the same z it drew
+# for the fake batch; `train_alternating` draws a fresh z for it (its host RNG, checkpointed),
+# so the generator's update does not see the exact images D was just trained on.
+#
+# **Difference (keras_gen differs).** The article's discriminator has no batch normalisation,
+# although the DCGAN guidelines it lists ask for it in both networks. keras_gen follows the
+# article's network here: batch norm in G only.
+#
+# **Difference (keras_gen differs).** The loss curves below are each epoch's mean over its
+# batches. The article's loop appends the last batch's values once per epoch, and its "g_loss"
+# is `g_loss[-1]`, the last element of the stacked model's `[loss, accuracy]`: its accuracy.
+#
+# The article's figure of sample grids every 20 epochs comes from this loop: `SampleGrid` draws
+# the same 64 latent vectors every `every` epochs (20 for the article preset's 100 epochs).
 
 # %%
+grids = keras_gen.callbacks.SampleGrid(lambda n, seed: gan.sample(n, seed), out / "02_epochs",
+                                       every=max(1, config["epochs"] // 5))
 start = time.perf_counter()
 article_history = keras_gen.train_alternating(gan, train_ds, config["epochs"],
                                               learning_rate=config["learning_rate"],
-                                              beta_1=config["beta_1"], seed=config["seed"])
+                                              beta_1=config["beta_1"], seed=config["seed"],
+                                              callbacks=[grids])
 article_seconds = time.perf_counter() - start
 plotting.loss_curves({k: v for k, v in article_history.items() if "loss" in k},
                      out / "02_loss_curve_alternating.png", title="DCGAN losses (article's loop)")
@@ -97,10 +117,8 @@ plotting.image_grid(gan.sample(64, seed=0), out / "02_samples_alternating.png",
 fused = keras_gen.DCGAN(latent_dim=config["latent_dim"], seed=config["seed"])
 fused.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta_1"]),
               g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta_1"]))
-grids = keras_gen.callbacks.SampleGrid(lambda n, seed: fused.sample(n, seed), out / "02_epochs",
-                                       every=max(1, config["epochs"] // 5))
 start = time.perf_counter()
-history = fused.fit(train_ds, epochs=config["epochs"], callbacks=[grids], verbose=2)
+history = fused.fit(train_ds, epochs=config["epochs"], verbose=2)
 fused_seconds = time.perf_counter() - start
 plotting.loss_curves({k: v for k, v in history.history.items() if "loss" in k},
                      out / "02_loss_curve_fit.png", title="DCGAN losses (fused fit)")
@@ -111,13 +129,14 @@ print(f"article's loop: {article_seconds:.0f} s, fused fit: {fused_seconds:.0f} 
 # %% [markdown]
 # ## Article step 5: the latent space at latent_dim = 2 and mode collapse
 # With a 2-D latent space we can decode a grid of z, as for the VAE. The article saw few distinct
-# digits there: mode collapse, G covering only the part of the data that fools D.
+# digits there: mode collapse, G covering only the part of the data that fools D. As in the
+# article, the latent-2 model trains with the same alternating loop (`--preset article-latent2`
+# is this run on the command line).
 
 # %%
 small = keras_gen.DCGAN(latent_dim=2, seed=config["seed"])
-small.compile(d_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta_1"]),
-              g_optimizer=keras.optimizers.Adam(config["learning_rate"], beta_1=config["beta_1"]))
-small.fit(train_ds, epochs=config["epochs"], verbose=0)
+keras_gen.train_alternating(small, train_ds, config["epochs"], learning_rate=config["learning_rate"],
+                            beta_1=config["beta_1"], seed=config["seed"], progress=False)
 plotting.latent_manifold(lambda z: small.generate(z).numpy(), out / "02_latent_manifold.png",
                          title="DCGAN latent manifold, latent_dim=2")
 

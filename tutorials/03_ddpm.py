@@ -46,15 +46,19 @@ print("alpha_bar[0] =", schedule.alphas_cumprod[0], " alpha_bar[T-1] =", schedul
 # %% [markdown]
 # ## Article step 2: the data
 # 32x32 images in [-1, 1]. **Erratum 10 (keras_gen differs; docs/errata.md).** The article
-# resizes 28 -> 32 bilinearly, which blurs the strokes; keras_gen pads 2 background pixels per
-# side, which is lossless and cropped back exactly after sampling (`data_mode="resize"`
-# reproduces the article).
+# resizes 28 -> 32 bilinearly, which blurs the strokes; the cpu preset pads 2 background pixels
+# per side, which is lossless and cropped back exactly after sampling. The article preset keeps
+# the article's resize (`data_mode="resize"`). The model kind knows which (`data_options`).
 
 # %%
-train_ds = keras_gen.make_dataset("mnist", "train", config["batch_size"], value_range="-1_1",
-                                  pad_to=32, seed=config["seed"], limit=config["limit"])
+data_options = keras_gen.get_model_kind("ddpm").data_options(config)
+print(data_options)
+train_ds = keras_gen.make_dataset("mnist", "train", config["batch_size"], seed=config["seed"],
+                                  limit=config["limit"], **data_options)
 x0 = next(iter(train_ds))[:4].numpy()
-ts = [int(t) for t in np.linspace(0, config["timesteps"] - 1, 9)]
+# The article's strip: t = 0, T/8, ..., 7T/8 and the last step (0, 25, ..., 175, 199 for T = 200).
+T = config["timesteps"]
+ts = [i * T // 8 for i in range(8)] + [T - 1]
 plotting.forward_process_strip(schedule, x0, out / "03_forward_process.png", ts=ts)
 
 # %% [markdown]
@@ -81,7 +85,9 @@ print(f"U-Net parameters: {model.unet.count_params():,}")
 # x_t) but its training step unpacks (x_t, noise): the network is fed pure noise and asked to
 # output the noised image. keras_gen feeds x_t and targets the noise. The article also runs the
 # step eagerly with NumPy noise on the host; here t and the noise are drawn in-graph inside a
-# compiled `train_step`, and an exponential moving average of the weights is kept for sampling.
+# compiled `train_step`. The cpu preset also keeps an exponential moving average of the weights
+# for sampling (`ema_decay`); the article has none, so its preset sets `ema_decay = 0` (the
+# sampling weights are the trained ones).
 
 # %%
 model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]))
@@ -110,13 +116,17 @@ plotting.reverse_process_strip(trajectory[:, :4], out / "03_reverse_process.png"
 
 # %% [markdown]
 # ## Article step 6: "reverse engineering"
-# Noise a real image halfway, then run the reverse chain back. The chain is random, so the
-# recovered digit need not be the input one: the further we noise, the more it forgets.
+# The article noises real images to the last timestep and runs the whole chain back: at t = T - 1
+# almost nothing of the image is left, so the "recovered" digits are new samples. Noising only
+# halfway (our second figure, a difference from the article) shows what the chain keeps: the
+# further we noise, the more it forgets.
 
 # %%
-t_mid = config["timesteps"] // 2
+noised, recovered = model.reconstruct(x0, T - 1, seed=0)
+plotting.reverse_engineering(x0, noised, recovered, out / "03_reverse_engineering.png", t=T - 1)
+t_mid = T // 2
 noised, recovered = model.reconstruct(x0, t_mid, seed=0)
-plotting.reverse_engineering(x0, noised, recovered, out / "03_reverse_engineering.png", t=t_mid)
+plotting.reverse_engineering(x0, noised, recovered, out / "03_reverse_engineering_half.png", t=t_mid)
 
 # %% [markdown]
 # ## Conclusion: strided sampling with DDIM

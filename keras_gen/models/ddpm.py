@@ -58,6 +58,9 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
             undone by ``sample()``.
         ema_decay: decay of the weight EMA used for sampling (warmed up over the first steps).
         ddim_steps: default number of DDIM steps of the exported ``serving_default``.
+        sampler: the default sampler of ``sample()``, ``serving_default`` and ``sample_class``:
+            ``"ddim"`` (``ddim_steps`` strided steps, default) or ``"ddpm"`` (all T ancestral
+            steps, Algorithm 2: the article's sampler, its ``article`` preset).
         ddim_eta: default DDIM stochasticity eta of ``sample()`` and of every DDIM export
             signature: 0 (Song et al.'s deterministic DDIM, the default) to 1 (fresh noise each
             step, DDPM-like variance). The cpu preset uses 1: its briefly trained network gave
@@ -76,7 +79,7 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
 
     def __init__(self, unet, schedule, image_size=32, data_mode="pad", ema_decay=0.999,
                  ddim_steps=50, seed=None, label_dropout=0.1, guidance=3.0, ddim_eta=0.0, prediction="eps",
-                 timestep_spacing="linspace", **kwargs):
+                 timestep_spacing="linspace", sampler="ddim", **kwargs):
         super().__init__(**kwargs)
         if data_mode not in DATA_MODES:
             raise ValueError(f"data_mode must be one of {DATA_MODES}, got {data_mode!r}")
@@ -91,6 +94,9 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         self.prediction = check_prediction(prediction)
         samplers.ddim_timesteps(self.schedule.timesteps, 1, timestep_spacing)  # checks the name
         self.timestep_spacing = timestep_spacing
+        if sampler not in samplers.SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(samplers.SAMPLERS)}, got {sampler!r}")
+        self.sampler = sampler
         self.unet = unet
         self.image_size, self.data_mode = int(image_size), data_mode
         self.ema_decay, self.ddim_steps, self.seed = float(ema_decay), int(ddim_steps), seed
@@ -264,12 +270,12 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         ancestral DDPM sampler (which has no eta)."""
         return self.ddim_eta if sampler == "ddim" else 0.0
 
-    def sample(self, n, seed=0, sampler="ddim", steps=None, eta=None, return_trajectory=False,
+    def sample(self, n, seed=0, sampler=None, steps=None, eta=None, return_trajectory=False,
                progress=True, use_ema=True, batch_size=256, labels=None, guidance=None):
         """n images in [0, 1] (n, 28, 28, 1); the same seed gives the same images.
 
-        sampler="ddim" (default) runs ``steps`` strided steps (default ``ddim_steps``);
-        "ddpm" runs all T ancestral steps (Algorithm 2). ``eta``: DDIM stochasticity (default
+        sampler (default: the model's ``sampler``): "ddim" runs ``steps`` strided steps (default
+        ``ddim_steps``); "ddpm" runs all T ancestral steps (Algorithm 2). ``eta``: DDIM stochasticity (default
         the model's ``ddim_eta``). ``return_trajectory`` also returns the model-space chain (steps+1, n, ...).
         Conditional DDPM: ``labels`` (one class or n; default the classes in turn) and the
         guidance scale ``guidance`` (default: the model's ``guidance``; 0 = unconditional).
@@ -280,6 +286,7 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         n, seed = check_num_images(n), check_seed(seed)  # refused, never truncated or wrapped
         labels = self.conditioning.labels(labels, n)
         guidance = self.conditioning.guidance(guidance)
+        sampler = self.sampler if sampler is None else sampler
         if sampler == "ddim" and steps is None:
             steps = self.ddim_steps
         if eta is None:
@@ -325,6 +332,8 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
             config["prediction"] = self.prediction
         if self.timestep_spacing != "linspace":
             config["timestep_spacing"] = self.timestep_spacing
+        if self.sampler != "ddim":  # and of models that sample with DDIM by default
+            config["sampler"] = self.sampler
         return config
 
     @classmethod
@@ -335,11 +344,12 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
 
     # ----------------------------------------------------------------- serving (export.py)
     def serving_endpoints(self):
-        """serving_default (DDIM, ``ddim_steps``), sample_ddim(steps), sample_ddpm (all T) and
-        sample_trajectory(steps): the DDIM chain in model space ([-1, 1], 32x32) for figures.
+        """serving_default (the default ``sampler``: DDIM with ``ddim_steps``, or all T ancestral
+        steps), sample_ddim(steps), sample_ddpm (all T) and sample_trajectory(steps): the DDIM chain
+        in model space ([-1, 1], 32x32) for figures.
 
         A conditional DDPM draws the classes in turn there (with its default ``guidance``) and
-        adds sample_class(num_images, seed, label, guidance) (DDIM, ``ddim_steps``).
+        adds sample_class(num_images, seed, label, guidance) (the default sampler).
 
         Every input is checked in the graph before any work (InvalidArgumentError): num_images
         in [1, MAX_IMAGES], seed >= 0, steps in [1, T], label in [0, num_classes), guidance finite
@@ -366,8 +376,10 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
                                        **self.sampler_options())
             return {"images": self.to_images(x0)}
 
+        default_steps = self.ddim_steps if self.sampler == "ddim" else None
+
         def serving_default(num_images, seed):
-            return run(num_images, seed, "ddim", self.ddim_steps)
+            return run(num_images, seed, self.sampler, default_steps)
 
         def sample_ddim(num_images, seed, steps):
             return run(num_images, seed, "ddim", steps)
@@ -394,7 +406,7 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
             def sample_class(num_images, seed, label, guidance):
                 labels = tf.fill([checked_num_images(num_images)], self.conditioning.checked(label))
                 cond = self.guidance_cond(labels, checked_guidance(guidance))
-                return run(num_images, seed, "ddim", self.ddim_steps, cond)
+                return run(num_images, seed, self.sampler, default_steps, cond)
 
             endpoints["sample_class"] = (sample_class, seeded_signature(
                 tf.TensorSpec([], tf.int32, name="label"), tf.TensorSpec([], tf.float32, name="guidance")))
@@ -411,7 +423,7 @@ def build_ddpm(config) -> DDPM:
                 ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
                 seed=config["seed"], label_dropout=config.get("label_dropout", 0.1),
                 guidance=config.get("guidance", 3.0), ddim_eta=config.get("ddim_eta", 0.0),
-                prediction=config.get("prediction", "eps"))
+                prediction=config.get("prediction", "eps"), sampler=config.get("sampler", "ddim"))
 
 
 def _timesteps(info) -> int:
@@ -444,11 +456,14 @@ class DDPMKind(ModelKind):
     no_likelihood = None
     bound_strata = 10  # timestep strata of the bound's estimator (keras_gen.likelihood.diffusion)
     presets = {
-        # Article, "Diffusion Models": T=200, batch 64, lr 1e-4, 10 epochs, U-Net dim 64, mults
-        # (1, 2, 4, 8) (32.3M parameters), 32x32 images (padded here, not resized: docs/errata.md,
-        # erratum 10).
+        # Article, "Diffusion Models": T=200 linear betas 1e-4..0.02, batch 64, Adam 1e-4, 10 epochs,
+        # U-Net dim 64, mults (1, 2, 4, 8) (32.3M parameters), 28x28 resized to 32x32 bilinearly
+        # (`--data-mode pad` is lossless: docs/errata.md, erratum 10), no weight EMA (ema_decay 0:
+        # the sampling weights are the trained ones) and the ancestral sampler over all T steps
+        # (Algorithm 2). Our improvements (EMA, DDIM, padding) are the cpu preset's.
         "article": dict(dim=64, dim_mults=(1, 2, 4, 8), attention_levels=None, timesteps=200,
-                        epochs=10, batch_size=64, learning_rate=1e-4, ddim_steps=50, ema_decay=0.999),
+                        schedule="linear", epochs=10, batch_size=64, learning_rate=1e-4, ddim_steps=50,
+                        ema_decay=0.0, sampler="ddpm", data_mode="resize"),
         # Measured (benchmarks/unet_candidates.py): attention at 16x16 made a 1.3M U-Net 2-3x
         # slower than this 1.8M one with attention only at 8x8 and 4x4; bf16 gave ~1.3-1.9x.
         # ddim_eta=1: classifier FID of 400 DDIM-50 samples of a 3-epoch checkpoint, 65.0 at eta 0,
@@ -572,7 +587,8 @@ class DDPMKind(ModelKind):
     def network_passes(self, info, options=None):
         options = options or {}
         T = _timesteps(info)
-        if options.get("sampler") == "ddpm":
+        sampler = options.get("sampler") or ("ddim" if "steps" in options else info["config"].get("sampler", "ddim"))
+        if sampler == "ddpm":
             steps = T
         else:
             steps = len(samplers.ddim_timesteps(T, options.get("steps") or info["config"].get("ddim_steps", 50)))
