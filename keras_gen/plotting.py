@@ -230,6 +230,53 @@ def nearest_the_corner(rows):
     return rows[int(np.argmin(distance))]
 
 
+# The article's per-model trilemma triangles mark each axis good (red) or bad (blue) by eye; these
+# are the measured rules that replace the eye, relative to the rows compared side by side.
+QUALITY_FACTOR = 1.5  # good quality: FID within 1.5x of the best row's
+SPEED_FACTOR = 10.0  # fast: within 10x of the fastest row's samples/s (one order of magnitude)
+MIN_CLASS_FRACTION = 0.02  # full coverage: every class holds >= 2% of the samples (README protocol)
+
+
+def trilemma_marks(row, rows) -> dict:
+    """{"quality", "speed", "coverage"} -> True (good) / False (bad) for ``row`` among ``rows``
+    (evaluation rows: "fid", "samples_per_s", "classes_covered", "min_class_fraction"), by the
+    rules above: FID within QUALITY_FACTOR of the best, speed within SPEED_FACTOR of the fastest,
+    every class at MIN_CLASS_FRACTION or more."""
+    best_fid = min(float(r["fid"]) for r in rows)
+    fastest = max(float(r["samples_per_s"]) for r in rows)
+    num_classes = max(len(r.get("histogram", [])) for r in rows) or 10
+    return {"quality": float(row["fid"]) <= QUALITY_FACTOR * best_fid,
+            "speed": float(row["samples_per_s"]) * SPEED_FACTOR >= fastest,
+            "coverage": (row["classes_covered"] >= num_classes
+                         and float(row.get("min_class_fraction", 0.0)) >= MIN_CLASS_FRACTION)}
+
+
+def model_trilemma(row, rows, path=None, *, title=None):
+    """The article's per-model trilemma triangle from measured numbers: the vertices quality,
+    speed and coverage of ``row``, red where `trilemma_marks` (against ``rows``) finds it good,
+    blue where bad, each with its number."""
+    marks = trilemma_marks(row, rows)
+    corners = {"quality": (0.0, 1.0), "speed": (-0.866, -0.5), "coverage": (0.866, -0.5)}
+    text = {"quality": f"quality\nFID {float(row['fid']):.3g}",
+            "speed": f"speed\n{float(row['samples_per_s']):.3g} samples/s",
+            "coverage": f"coverage\n{row['classes_covered']} classes >= 2%\n"
+                        f"entropy {float(row['normalized_entropy']):.2f}"}
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    xs, ys = zip(*corners.values())
+    ax.fill(xs, ys, color="0.93", edgecolor="0.5", lw=1.2)
+    for axis, (x, y) in corners.items():
+        color = "tab:red" if marks[axis] else "tab:blue"
+        ax.scatter([x], [y], s=900, color=color, zorder=3)
+        ax.annotate(text[axis], (x, y), ha="center", va="bottom" if y > 0 else "top",
+                    xytext=(0, 22 if y > 0 else -22), textcoords="offset points", fontsize=9)
+    ax.set_xlim(-1.6, 1.6)
+    ax.set_ylim(-1.35, 1.65)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"{row['label']}: red = good, blue = bad", fontsize=10)
+    return save_figure(fig, path)
+
+
 def trilemma_chart(rows, path=None, *, references=(), title="The generative trilemma"):
     """Quality, speed and coverage of several generators in one figure (three panels).
 

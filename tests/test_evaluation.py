@@ -434,6 +434,40 @@ def test_full_step_ddpm_rows_use_their_own_sample_count(tmp_path, capsys):
         evaluate_paths([export], n=12, ddpm_full_n=2, verbose=False)
 
 
+def test_the_per_model_trilemma_marks_and_their_colours(tmp_path):
+    """The article's red / blue triangle per model, from measured rows: each mark by its rule,
+    and the figure's vertex colours follow the marks."""
+    from PIL import Image
+
+    from keras_gen.plotting import model_trilemma, trilemma_marks
+
+    def row(label, fid, speed, classes=10):
+        return {"label": label, "fid": fid, "samples_per_s": speed, "classes_covered": classes,
+                "normalized_entropy": 0.97, "min_class_fraction": 0.02}
+
+    vae, gan, ddpm = row("vae", 60.0, 1500.0), row("dcgan", 65.0, 2500.0), row("ddpm", 12.6, 5.0)
+    rows = [vae, gan, ddpm]
+    assert trilemma_marks(ddpm, rows) == {"quality": True, "speed": False, "coverage": True}
+    assert trilemma_marks(gan, rows) == {"quality": False, "speed": True, "coverage": True}
+    # 18.9 is exactly 1.5x the best FID (good), 250/s exactly a tenth of the fastest (good)
+    assert trilemma_marks(row("edge", 18.9, 250.0), rows) == {"quality": True, "speed": True, "coverage": True}
+    assert trilemma_marks(row("past", 19.0, 249.0, classes=9), rows) == {
+        "quality": False, "speed": False, "coverage": False}
+
+    def colours(path):
+        pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3).astype(int)
+        red = np.sum((pixels[:, 0] > 180) & (pixels[:, 1] < 90) & (pixels[:, 2] < 90))
+        blue = np.sum((pixels[:, 2] > 150) & (pixels[:, 0] < 80))
+        return red, blue
+
+    model_trilemma(ddpm, rows, tmp_path / "ddpm.png")
+    model_trilemma(row("best", 12.6, 2500.0), rows, tmp_path / "best.png")
+    red, blue = colours(tmp_path / "ddpm.png")
+    assert blue > 0 and 1.8 < red / blue < 2.2  # two red vertices, one blue (equal discs)
+    red, blue = colours(tmp_path / "best.png")
+    assert red > 0 and blue == 0
+
+
 def test_the_row_nearest_the_trilemma_corner():
     from keras_gen.plotting import nearest_the_corner
 

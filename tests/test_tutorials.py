@@ -42,7 +42,7 @@ FIGURES = {
             "samples", "loss_curve", "teacher_vs_student", "samples/epoch_000", "samples/epoch_001",
             "samples/epoch_002")],
     # 04 scores the shipped models (saved_models/): one histogram and sample grid per row.
-    "04_trilemma": ["trilemma.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
+    "04_trilemma": ["trilemma.png", "trilemma_vae.png", "trilemma_dcgan.png", "trilemma_ddpm.png"] + [f"{kind}_{row}.png" for kind in ("histogram", "samples") for row in (
         "vae_VAE", "dcgan_DCGAN", "ddpm_DDIM_5", "ddpm_DDIM_10", "real_train", "uniform_noise",
         "single_class_0")],
     # 07 reads the recorded families table and trains a tiny flow for three steps.
