@@ -219,6 +219,47 @@ def test_alternating_d_loss_is_mean_of_real_and_fake_bce(alternating_run):
     assert gan.discriminator.trainable  # the loop leaves D trainable for later fit() calls
 
 
+def test_alternating_generator_step_draws_a_fresh_z(mnist_sample):
+    """Difference from the article (docs/errata.md, 12): its G step trains on the z of the fake
+    batch; keras_gen's loop draws a new z for it from the loop's host RNG."""
+    from keras_gen.models.dcgan import AlternatingTrainer
+
+    images, _ = mnist_sample
+    real = (images[:16, :, :, None].astype("float32") / 127.5) - 1.0
+    trainer = AlternatingTrainer(tiny_dcgan(), seed=3)
+    seen = {}
+    G, stacked = trainer.gan.generator, trainer.stacked
+    predict, train = G.predict_on_batch, stacked.train_on_batch
+
+    def predict_recording(z, **kwargs):  # the fake batch's z
+        seen["fake_z"] = np.array(z)
+        return predict(z, **kwargs)
+
+    def train_recording(z, y, **kwargs):  # the generator step's z
+        seen["g_z"] = np.array(z)
+        return train(z, y, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(G, "predict_on_batch", predict_recording)
+        mp.setattr(stacked, "train_on_batch", train_recording)
+        trainer._step(real)
+    rng = np.random.default_rng(3)  # the loop's two draws, in order, from its seed
+    np.testing.assert_array_equal(seen["fake_z"], rng.standard_normal((16, 8)).astype("float32"))
+    np.testing.assert_array_equal(seen["g_z"], rng.standard_normal((16, 8)).astype("float32"))
+    assert not np.array_equal(seen["fake_z"], seen["g_z"])
+
+
+def test_batch_norm_in_the_generator_only_as_in_the_article():
+    """Difference from the article's DCGAN guidelines (docs/errata.md, 13): the article's D has no
+    batch norm although its guidelines ask for it; keras_gen keeps the article's networks."""
+    gan = tiny_dcgan()
+
+    def batch_norms(model):
+        return [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(batch_norms(gan.generator)) == 2
+    assert batch_norms(gan.discriminator) == []
+
+
 # ----------------------------------------------------------------------------- saving
 
 

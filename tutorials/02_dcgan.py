@@ -76,17 +76,18 @@ print("article's ReLU caps:", [layer.max_value for layer in capped.layers if isi
 # d_loss_fake)`: with a metric compiled in, each is a [loss, accuracy] list, so `+` concatenates
 # them and the mean mixes losses with accuracies. We report the mean of the two losses.
 #
-# **Difference (keras_gen differs).** The article's generator step trains on the same z it drew
-# for the fake batch; `train_alternating` draws a fresh z for it (its host RNG, checkpointed),
-# so the generator's update does not see the exact images D was just trained on.
+# **Difference (keras_gen differs; docs/errata.md, erratum 12).** The article's generator step
+# trains on the same z it drew for the fake batch; `train_alternating` draws a fresh z for it
+# (its host RNG, checkpointed), so G's update does not see the exact images D was just trained on.
 #
-# **Difference (keras_gen differs).** The article's discriminator has no batch normalisation,
-# although the DCGAN guidelines it lists ask for it in both networks. keras_gen follows the
-# article's network here: batch norm in G only.
+# **Difference (docs/errata.md, erratum 13).** The article's discriminator has no batch
+# normalisation, although the DCGAN guidelines it lists ask for it in both networks. keras_gen
+# follows the article's network here: batch norm in G only.
 #
-# **Difference (keras_gen differs).** The loss curves below are each epoch's mean over its
-# batches. The article's loop appends the last batch's values once per epoch, and its "g_loss"
-# is `g_loss[-1]`, the last element of the stacked model's `[loss, accuracy]`: its accuracy.
+# **Difference (keras_gen differs; docs/errata.md, erratum 14).** The loss curves below are each
+# epoch's mean over its batches. The article's loop appends the last batch's values once per
+# epoch, and its "g_loss" is `g_loss[-1]`, the last element of the stacked model's
+# `[loss, accuracy]`: its accuracy.
 #
 # The article's figure of sample grids every 20 epochs comes from this loop: `SampleGrid` draws
 # the same 64 latent vectors every `every` epochs (20 for the article preset's 100 epochs).
