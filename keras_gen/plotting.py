@@ -1,7 +1,9 @@
 """Figures: image grids, latent manifold and scatter, diffusion strips, loss curves, charts.
 
 Every function takes arrays, writes a PNG (atomically) when given a path, and returns the
-matplotlib Figure so notebooks can show it. Images may be float in [0, 1] or [-1, 1] or uint8.
+matplotlib Figure. Run inside a Jupyter / VS Code kernel (the tutorials' ``# %%`` cells, the
+notebooks/), every PNG written is also shown inline under its cell; run as a script, it is only
+written. Images may be float in [0, 1] or [-1, 1] or uint8.
 """
 
 from __future__ import annotations
@@ -40,7 +42,25 @@ def save_figure(fig, path):
             fig.savefig(tmp, format="png", dpi=fig.dpi, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
     finally:
         plt.close(fig)
+    show_inline(path)
     return fig
+
+
+def in_notebook_kernel() -> bool:
+    """True inside an IPython kernel (Jupyter, VS Code cells), False in scripts and terminals."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show_inline(path):
+    """Display a written PNG under the running notebook cell (no-op outside a kernel)."""
+    if in_notebook_kernel():
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path)))
 
 
 def tile(images, ncols=None) -> np.ndarray:

@@ -123,3 +123,48 @@ def test_a_percent_script_becomes_markdown_and_code_cells(tmp_path):
 
     with pytest.raises(ValueError, match="must be a '# ' comment"):
         tool.notebook(bad)
+
+
+ARTICLE_URL = "https://towardsdatascience.com/generating-images-using-vaes-gans-and-diffusion-models-48963ddeb2b2"
+
+
+def tutorial_cells(path):
+    """[(cell_type, source)] of a tutorial, as tools/notebooks.py turns it into a notebook."""
+    return [(cell["cell_type"], "".join(cell["source"])) for cell in _notebooks_tool().notebook(path)["cells"]]
+
+
+def test_every_tutorial_is_in_tutobook_form():
+    """Header with the article's section and URL; keras_gen's own key code printed from its source
+    (inspect.getsource, so it cannot go stale); a closing "What we learned" markdown cell followed
+    by the code cell that prints this run's measured numbers."""
+    tutorials = sorted((REPO / "tutorials").glob("[0-9]*.py"))
+    assert len(tutorials) >= 7
+    for path in tutorials:
+        cells = tutorial_cells(path)
+        kind, header = cells[0]
+        assert kind == "markdown" and header.startswith("# Tutorial "), path.name
+        assert ARTICLE_URL in header and re.search(r"Article sections?: \"[^\"]+\"", header), path.name
+        assert any(k == "code" and "inspect.getsource(" in src for k, src in cells), path.name
+        titles = [i for i, (k, src) in enumerate(cells) if k == "markdown" and src.startswith("## What we learned")]
+        assert titles and titles[-1] == len(cells) - 2, f"{path.name}: 'What we learned' is not the closing cell"
+        assert cells[-1][0] == "code" and "print(" in cells[-1][1], path.name
+
+
+def test_figures_display_inline_in_a_real_notebook_kernel(tmp_path):
+    """A `# %%` cell run by a Jupyter kernel shows the PNG it writes; the same call in a script
+    only writes the file (the tutorials' figures are saved either way)."""
+    import nbclient
+    import nbformat
+
+    cell = ("import numpy as np\nfrom keras_gen import plotting\n"
+            "plotting.image_grid(np.ones((4, 28, 28)), 'grid.png', title='ones')\nNone")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+    nbclient.NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    images = [o for o in nb.cells[0].outputs if o.get("output_type") == "display_data" and "image/png" in o["data"]]
+    assert len(images) == 1
+    import base64
+
+    assert base64.b64decode(images[0]["data"]["image/png"]) == (tmp_path / "grid.png").read_bytes()
+    from keras_gen import plotting
+
+    assert not plotting.in_notebook_kernel()  # pytest itself is a script: nothing to display

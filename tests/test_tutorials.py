@@ -25,7 +25,8 @@ FIGURES = {
     "01_vae": ["01_training_batch.png", "01_loss_curve.png", "01_samples_latent2.png",
                "01_latent_manifold.png", "01_latent_scatter.png", "01_samples_latent100_summed_kl.png",
                "01_samples_latent100_article_kl.png",
-               "01_epochs/epoch_000.png", "01_epochs/epoch_001.png", "01_epochs/epoch_002.png"],
+               *[f"01_epochs{run}/epoch_00{e}.png" for run in ("", "_latent100_summed_kl", "_latent100_article_kl")
+                 for e in range(3)]],
     "02_dcgan": ["02_loss_curve_alternating.png", "02_samples_alternating.png", "02_loss_curve_fit.png",
                  "02_samples_fit.png", "02_latent_manifold.png",
                  "02_epochs/epoch_000.png", "02_epochs/epoch_001.png", "02_epochs/epoch_002.png"],

@@ -4,16 +4,21 @@
 # The article's opening section names three things a generative model should do (high-quality
 # samples, fast sampling, coverage of every mode of the data) and its conclusion compares the VAE,
 # the DCGAN and the DDPM on them by looking at sample grids. This tutorial redoes that comparison
-# with numbers, on the models keras_gen ships in saved_models/ (trained with the cpu presets):
+# with numbers, on the models keras_gen ships in saved_models/ (trained with the cpu presets).
 #
-#     python tutorials/04_trilemma.py --preset full --out outputs/tutorial_trilemma   # n=2000: ~40 min here (estimated from the README run)
-#     python tutorials/04_trilemma.py --preset tiny --out /tmp/trilemma               # the tests run this
+# Article sections: "The generative model trilemma" and "Conclusion" of Cheigh & Yamada,
+# *Generating Images using VAEs, GANs, and Diffusion Models* (Towards Data Science, 2023,
+# https://towardsdatascience.com/generating-images-using-vaes-gans-and-diffusion-models-48963ddeb2b2).
+# Run it as a script or cell by cell (`# %%` cells, or notebooks/04_trilemma.ipynb):
 #
-# Cheigh & Yamada, *Generating Images using VAEs, GANs, and Diffusion Models* (Towards Data
-# Science, 2023), sections "The generative model trilemma" and "Conclusion".
+#     python tutorials/04_trilemma.py --preset full --out outputs/tutorial_trilemma   # n=2000 per row
+#     python tutorials/04_trilemma.py --preset tiny --out /tmp/trilemma               # what the tests run
+#
+# Every figure is written to `--out` (and shown under its cell in a notebook).
 
 # %%
 import argparse
+import inspect
 from pathlib import Path
 
 import tensorflow as tf
@@ -105,6 +110,11 @@ print(f"all ten digits with >= 2% of samples: {', '.join(covering) or 'none'}")
 # rules against the three models measured side by side (`plotting.trilemma_marks`): quality is
 # good within 1.5x of the best FID, speed within 10x of the fastest, coverage when every digit
 # holds >= 2% of the samples. The DDPM's triangle uses its DDIM row with the most steps.
+# The rules, in keras_gen's code:
+
+# %%
+print(inspect.getsource(plotting.trilemma_marks))
+
 
 # %%
 def row_of(prefix):
@@ -115,14 +125,24 @@ ddim_rows = [r for r in report["rows"] if r["label"].startswith("ddpm DDIM")]
 per_model = [row_of("vae"), row_of("dcgan"), max(ddim_rows, key=lambda r: r["steps"])]
 for r in per_model:
     marks = plotting.trilemma_marks(r, per_model)
+    r["marks"] = marks
     print(f"{r['label']}: " + ", ".join(f"{axis} {'good' if good else 'bad'}" for axis, good in marks.items()))
     plotting.model_trilemma(r, per_model, out / f"trilemma_{r['label'].split()[0]}.png")
 
 # %% [markdown]
-# ## Figures
-# `trilemma.png`: FID against samples/s and against class entropy, and the classes covered;
-# `trilemma_<model>.png`: the article's per-model triangles, measured;
-# `histogram_<row>.png`: each row's predicted-class histogram; `samples_<row>.png`: its samples.
+# ## What we learned
+# - Measured, the article's verdict mostly holds: no model is good on all three axes at once, and
+#   the diffusion model pays for its quality in network passes.
+# - DDIM moves the DDPM along the speed axis; how far before quality falls is the curve in
+#   `trilemma.png` (tutorial 6 pushes it further with distillation).
+# - Figures: `trilemma.png` (FID against samples/s and against class entropy, classes covered),
+#   `trilemma_<model>.png` (the per-model triangles), `histogram_<row>.png` and `samples_<row>.png`.
+# - This run's numbers, one line per model row:
 
 # %%
+print(f"preset {args.preset}: n={report['n']} samples per row")
+for r in per_model:
+    good = [axis for axis, ok in r["marks"].items() if ok]
+    print(f"  {r['label']}: FID {r['fid']:.1f}, {r['samples_per_s']:.0f} samples/s, "
+          f"{r['classes_covered']} digits >= 2%; good on: {', '.join(good) or 'none'}")
 print(f"figures written to {out}")
