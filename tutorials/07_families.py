@@ -44,7 +44,8 @@ SETTINGS = {
     "full": dict(flow_steps=300, eager=False, test_n=1000),
     "tiny": dict(flow_steps=3, eager=True, test_n=64),
 }
-STABILITY = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "stability" / "stability.json"
+# The stability sweep's record in the checkout (keras_gen imported from it: `pip install -e .`).
+STABILITY = Path(keras_gen.__file__).resolve().parent.parent / "benchmarks" / "results" / "stability" / "stability.json"
 parser = argparse.ArgumentParser()
 parser.add_argument("--preset", default="full", choices=sorted(SETTINGS))
 parser.add_argument("--out", default="outputs/tutorial_families")
