@@ -1,7 +1,8 @@
 """keras_gen: the VAE, DCGAN and DDPM of Cheigh & Yamada (2023) as a Keras 3 library.
 
 Public API: the models (VAE, DCGAN, DDPM, the distilled few-step DistilledDDPM with the
-ProgressiveDistillation that trains it, and the normalizing flow RealNVP), the model kinds
+ProgressiveDistillation that trains it, the normalizing flow RealNVP, and latent diffusion's
+LatentAutoencoder and LatentDDPM), the model kinds
 (register_model_kind, get_model_kind, model_kinds, ModelKind), the data (load_dataset, make_dataset), presets (get_preset), run folders
 (RunFolder), export and sampling (export_saved_model, Sampler, load_sampler), the shipped models
 by name (from_preset, shipped_models), and the modules plotting, callbacks, diffusion.
@@ -28,6 +29,8 @@ _LAZY = {
     "DCGAN": "keras_gen.models",
     "DDPM": "keras_gen.models",
     "DistilledDDPM": "keras_gen.models",
+    "LatentAutoencoder": "keras_gen.models",
+    "LatentDDPM": "keras_gen.models",
     "ProgressiveDistillation": "keras_gen.models",
     "RealNVP": "keras_gen.models",
     "VAE": "keras_gen.models",

@@ -46,6 +46,7 @@ def _checked(parse, kind: str, ok, requirement: str):
 MAX_SEED = 2**31 - 1  # keras_gen.diffusion.samplers.MAX_SEED (not imported: it would load TensorFlow)
 positive_int = _checked(int, "an integer", lambda v: v > 0, "a positive integer")
 positive_float = _checked(float, "a number", lambda v: math.isfinite(v) and v > 0, "a finite positive number")
+non_negative_float = _checked(float, "a number", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
 finite_float = _checked(float, "a number", math.isfinite, "a finite number")
 count_int = _checked(int, "an integer", lambda v: v >= 0, "0 or a positive integer")
 seed_int = _checked(int, "an integer", lambda v: 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")
@@ -100,7 +101,8 @@ def cmd_train(args):
     from keras_gen.training import train
     overrides = {k: getattr(args, k, None) for k in
                  ("epochs", "batch_size", "latent_dim", "dataset", "seed", "learning_rate", "limit",
-                  "loop", "timesteps", "num_classes", "prediction", "schedule", "data_mode", "sampler")}
+                  "loop", "timesteps", "num_classes", "prediction", "schedule", "data_mode", "sampler",
+                  "first_stage", "kl_weight")}
     if args.mixed_precision:
         overrides["precision"] = "mixed"
     given = sorted(k for k, v in overrides.items() if v is not None)
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
 
     train = sub.add_parser("train", help="train a model with fit, write figures, .keras and SavedModel")
-    train.add_argument("model", help="model kind: vae, dcgan, ddpm (or a plugin's, see KERAS_GEN_PLUGINS)")
+    train.add_argument("model", help="model kind: vae, dcgan, ddpm, flow, autoencoder, latent_ddpm (or a plugin's, see KERAS_GEN_PLUGINS)")
     train.add_argument("--preset", default="cpu", help="article | cpu | tiny (default: cpu; the kind's presets)")
     train.add_argument("--out", required=True, help="output folder")
     train.add_argument("--epochs", type=positive_int)
@@ -305,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="DDPM: 28x28 -> 32x32 by lossless padding (cpu preset) or the article's bilinear resize")
     train.add_argument("--sampler", choices=["ddim", "ddpm"],
                        help="DDPM: the default sampler of its samples and export (article preset: ddpm, all T steps)")
+    train.add_argument("--first-stage", metavar="RUN",
+                       help="latent_ddpm: the trained first stage (a `keras-gen train autoencoder` run folder)")
+    train.add_argument("--kl-weight", type=non_negative_float,
+                       help="autoencoder: weight of the KL term (0: a plain autoencoder)")
     train.add_argument("--num-classes", type=positive_int,
                        help="train a class-conditional model on (image, label) batches (10 for MNIST)")
     train.add_argument("--loop", choices=["fit", "alternating"],

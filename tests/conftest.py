@@ -180,9 +180,12 @@ def tiny_dcgan_run(mnist_sample):
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 # The DCGAN (fit) run also logs for TensorBoard, into <root>/dcgan_tensorboard (test_export.py reads it).
+# The latent DDPM trains on the autoencoder run's first stage (TINY_TRAIN_REQUIRES: started after it ends).
 TINY_TRAIN_JOBS = {"vae": ["vae"], "dcgan": ["dcgan", "--tensorboard", "dcgan_tensorboard"],
                    "alternating": ["dcgan", "--loop", "alternating"],
-                   "ddpm": ["ddpm"], "flow": ["flow"]}
+                   "ddpm": ["ddpm"], "flow": ["flow"], "autoencoder": ["autoencoder"],
+                   "latent_ddpm": ["latent_ddpm", "--first-stage", "{root}/autoencoder"]}
+TINY_TRAIN_REQUIRES = {"latent_ddpm": "autoencoder"}
 TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", "3"]
 
 
@@ -196,7 +199,13 @@ class TinyTrainRuns:
         self.root, self.started_here, self.results = root, {}, {}
 
     def command(self, name):
-        return [KERAS_GEN, "train", *TINY_TRAIN_JOBS[name], *TINY_TRAIN_FLAGS, "--out", str(self.root / name)]
+        """The run's command line; for a run that needs another (TINY_TRAIN_REQUIRES), once that
+        one has ended well."""
+        if name in TINY_TRAIN_REQUIRES:
+            required = self.result(TINY_TRAIN_REQUIRES[name])
+            assert required.rc == 0, subprocess_jobs.explain(required)
+        args = [arg.format(root=self.root) for arg in TINY_TRAIN_JOBS[name]]
+        return [KERAS_GEN, "train", *args, *TINY_TRAIN_FLAGS, "--out", str(self.root / name)]
 
     def kind(self, name):
         return TINY_TRAIN_JOBS[name][0]

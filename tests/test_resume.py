@@ -31,8 +31,10 @@ from keras_gen.checkpointing import (CheckpointStore, TrainingDiverged, nonfinit
 from subprocess_jobs import explain, finish, start
 
 KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
-JOBS = ("vae", "ddpm", "alternating", "flow")  # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating, flow
-STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM, flow: 256 in 32s)
+# conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating, flow, latent_ddpm (on the session's
+# tiny autoencoder run: last, as its command waits for that run)
+JOBS = ("vae", "ddpm", "alternating", "flow", "latent_ddpm")
+STEPS_PER_EPOCH, EPOCHS = 8, 2  # tiny presets: 512 images in batches of 64 (DDPM, flow, latent DDPM: 256 in 32s)
 
 
 @pytest.fixture(scope="module")

@@ -413,17 +413,28 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         return endpoints
 
 
-def build_ddpm(config) -> DDPM:
-    """A DDPM from a preset-style config dict (see keras_gen.presets)."""
-    unet = UNet(dim=config["dim"], dim_mults=tuple(config["dim_mults"]),
+def build_denoiser(config, channels: int = 1) -> UNet:
+    """The U-Net of a preset-style config (``dim``, ``dim_mults``, ``attention_levels``,
+    ``num_classes``) for data with ``channels`` channels."""
+    return UNet(dim=config["dim"], dim_mults=tuple(config["dim_mults"]), channels=channels,
                 attention_levels=tuple(config["attention_levels"]) if config.get("attention_levels") else None,
                 num_classes=config.get("num_classes"))
-    schedule = NoiseSchedule(timesteps=config["timesteps"], kind=config.get("schedule", "linear"))
-    return DDPM(unet, schedule, image_size=32, data_mode=config.get("data_mode", "pad"),
-                ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
+
+
+def ddpm_settings(config) -> dict:
+    """The `DDPM` keyword arguments of a preset-style config besides the denoiser, the schedule and
+    the data's geometry (EMA, DDIM steps and eta, guidance, prediction, sampler, seed)."""
+    return dict(ema_decay=config.get("ema_decay", 0.999), ddim_steps=config.get("ddim_steps", 50),
                 seed=config["seed"], label_dropout=config.get("label_dropout", 0.1),
                 guidance=config.get("guidance", 3.0), ddim_eta=config.get("ddim_eta", 0.0),
                 prediction=config.get("prediction", "eps"), sampler=config.get("sampler", "ddim"))
+
+
+def build_ddpm(config) -> DDPM:
+    """A DDPM from a preset-style config dict (see keras_gen.presets)."""
+    schedule = NoiseSchedule(timesteps=config["timesteps"], kind=config.get("schedule", "linear"))
+    return DDPM(build_denoiser(config), schedule, image_size=32, data_mode=config.get("data_mode", "pad"),
+                **ddpm_settings(config))
 
 
 def _timesteps(info) -> int:
