@@ -49,6 +49,13 @@ FIGURES = {
     # 07 reads the recorded families table and trains a tiny flow for three steps.
     "07_families": ["07_families.png", "07_coupling_jacobian.png", "07_digit.png", "07_squeeze.png",
                     "07_flow_temperatures.png"],
+    # 08 trains its four tiny runs under runs/ (each writes its own figures).
+    "08_latent_diffusion": ["08_class_grid.png", "08_latent_channels.png", "08_prior_vs_noise.png",
+                            "08_reconstructions.png", "08_samples.png"] + [
+        f"runs/{run}/{name}.png" for run, figures in (
+            ("autoencoder", ("latent_channels", "reconstructions")), ("autoencoder_plain", ("latent_channels", "reconstructions")),
+            ("latent_ddpm", ("prior_vs_noise",)), ("latent_ddpm_conditional", ("prior_vs_noise", "class_grid")))
+        for name in (*figures, "loss_curve", "samples", "samples/epoch_000", "samples/epoch_001", "samples/epoch_002")],
 }
 
 
