@@ -170,7 +170,7 @@ latent_coverage = coverage_metrics(classifier.probs(latent_samples))
 print(f"latent DDPM, DDIM-{prior.ddim_steps}: classifier FID {latent_fid:.1f}, classes >= 2%: "
       f"{latent_coverage['classes_covered']}/10 (n={settings['n']})")
 plotting.image_strip([*noise_rows, latent_samples[:8]], out / "08_prior_vs_noise.png",
-                     row_labels=["plain AE, N(0, I)", "KL AE, N(0, I)", "latent DDPM"],
+                     row_labels=["KL AE, N(0, I)", "plain AE, N(0, I)", "latent DDPM"],
                      title="Decoding noise vs decoding the latent DDPM's samples")
 plotting.image_grid(latent_samples[:64], out / "08_samples.png", title=f"Latent DDPM, DDIM-{prior.ddim_steps}")
 
