@@ -8,9 +8,10 @@ Usage:
 For each model: n images of every class 0-9 (`keras_gen.evaluation.draw_per_class`), the
 share the shipped classifier assigns to the requested class (accuracy, overall and per class),
 the FID of each class's samples against the real test images of that class, and the overall
-FID / coverage. A conditional DDPM is scored once per --guidance scale (the quality / diversity
-sweep). Prints a markdown table. With --figures: one grid per model and guidance scale (a row
-per class, 8 of the scored samples each) and, for a DDPM, the guidance curve.
+FID / coverage. A model whose kind takes a ``guidance`` option (the pixel and latent DDPMs) is
+scored once per --guidance scale (the quality / diversity sweep). Prints a markdown table. With
+--figures: one grid per model and guidance scale (a row per class, 8 of the scored samples each)
+and, for a guided model, the guidance curve.
 """
 
 from __future__ import annotations
@@ -22,18 +23,10 @@ import numpy as np
 
 from keras_gen.evaluation.conditional import conditional_metrics, draw_per_class
 from keras_gen.evaluation.report import write_json
-from keras_gen.export import read_export_info
 from keras_gen.sampling import load_sampler
 from keras_gen.plotting import guidance_curve, image_grid
 
 GRID_COLUMNS = 8
-
-
-def model_kind(path: Path) -> str:
-    """"vae" / "dcgan" / "ddpm" from an export's assets (a .keras file: from its name)."""
-    if path.is_dir():
-        return read_export_info(path)["kind"]
-    return next((kind for kind in ("vae", "dcgan", "ddpm") if kind in path.name), "model")
 
 
 def save_class_grid(images, labels, folder: Path, kind: str, guidance, accuracy: float):
@@ -50,16 +43,20 @@ def main():
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--n-per-class", type=int, default=100)
     parser.add_argument("--guidance", type=float, nargs="+", default=[0.0, 1.0, 3.0, 5.0],
-                        help="guidance scales for conditional DDPMs (default 0 1 3 5)")
+                        help="guidance scales for guided models (default 0 1 3 5)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/conditional/accuracy.json"))
     parser.add_argument("--figures", type=Path, help="folder for the class grids and guidance curves")
     args = parser.parse_args()
     rows = []
+    guided = {}  # path -> kind name, for the models that take a guidance scale
     for path in args.paths:
-        kind = model_kind(path)
         sample = load_sampler(path)
-        for guidance in (args.guidance if kind == "ddpm" else [None]):
+        kind = sample.kind.name
+        takes_guidance = "guidance" in sample.kind.sample_options  # a diffusion kind's option
+        if takes_guidance:
+            guided[path] = kind
+        for guidance in (args.guidance if takes_guidance else [None]):
             options = {} if guidance is None else {"guidance": guidance}
             images, labels = draw_per_class(sample, 10, args.n_per_class, seed=args.seed, **options)
             scores = conditional_metrics(images, labels, seed=args.seed)
@@ -69,11 +66,10 @@ def main():
             print(f"{path} {kind} guidance={guidance}: accuracy {scores['accuracy']:.3f}, "
                   f"FID {scores['fid']:.1f}, mean class FID {scores['mean_class_fid']:.1f}", flush=True)
     if args.figures:
-        for path in args.paths:
-            sweep = [row for row in rows if row["path"] == str(path) and row["guidance"] is not None]
-            if sweep:
-                guidance_curve(sweep, args.figures / f"{model_kind(path)}_guidance_curve.png",
-                               title=f"Classifier-free guidance ({path}, {args.n_per_class} per class)")
+        for path, kind in guided.items():
+            sweep = [row for row in rows if row["path"] == str(path)]
+            guidance_curve(sweep, args.figures / f"{kind}_guidance_curve.png",
+                           title=f"Classifier-free guidance ({path}, {args.n_per_class} per class)")
     write_json({"n_per_class": args.n_per_class, "seed": args.seed, "rows": rows}, args.json)
     print("\n| model | guidance | accuracy | FID | mean per-class FID | classes >= 2% |"
           + "".join(f" acc {c} |" for c in range(10)))

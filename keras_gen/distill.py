@@ -73,17 +73,23 @@ def teacher_keras_file(teacher, out: Path) -> Path:
 
 def teacher_config(keras_file: Path) -> dict:
     """The teacher's model config read from its .keras file (a zip holding config.json), without
-    building it: a round builds (and type-checks) its teacher itself, and building one costs
-    seconds. Refuses a file that holds no diffusion model."""
+    building it (a round builds and type-checks its teacher itself, and building one costs
+    seconds), with ``data_kind``: the kind whose batches the rounds train on. Refuses a file
+    that holds no diffusion model."""
     import zipfile
+
+    import keras
+
+    from keras_gen.models.distillation import data_kind
 
     with zipfile.ZipFile(keras_file) as archive:
         saved = json.loads(archive.read("config.json"))
     config = saved.get("config", {})
-    if "schedule" not in config:
+    model_class = keras.saving.get_registered_object(saved.get("registered_name") or "")
+    if "schedule" not in config or model_class is None:
         raise ValueError(f"{keras_file} holds a {saved.get('class_name', 'model')}, not a DDPM: "
                          "only diffusion models can be distilled")
-    return config
+    return {**config, "data_kind": data_kind(model_class)}
 
 
 def _round_dir(out: Path, k: int, steps: int) -> Path:
@@ -192,7 +198,8 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
         folder = _round_dir(out, k, steps)
         if not (folder / "summary.json").exists():
             config = get_preset("distilled", settings["preset"], teacher=str(previous), steps=steps,
-                                data_mode=first_config.get("data_mode", "pad"), **settings["overrides"])
+                                data_mode=first_config.get("data_mode", "pad"),
+                                data_kind=first_config["data_kind"], **settings["overrides"])
             # resumed only from a checkpoint: a round killed before its first one starts again
             started = (RunFolder(folder).resume_dir / "state.json").is_file()
             print(f"round {k}/{len(steps_per_round)}: {2 * steps} -> {steps} steps ({folder})")

@@ -33,7 +33,7 @@ BAD_INPUTS = [
     # unknown names
     (["train", "vae", "--out", "{tmp}/o", "--dataset", "cifar10"], "invalid choice: 'cifar10'"),
     (["train", "vae", "--out", "{tmp}/o", "--preset", "huge"], "unknown preset 'huge' for vae"),
-    (["train", "gan", "--out", "{tmp}/o"], "unknown model kind 'gan'; choose from autoencoder, dcgan, ddpm, distilled, flow, latent_ddpm, vae"),
+    (["train", "gan", "--out", "{tmp}/o"], "unknown model kind 'gan'; choose from autoencoder, dcgan, ddpm, distilled, distilled_latent, flow, latent_ddpm, vae"),
     (["sample", "{ddpm}", "--sampler", "euler"], "invalid choice: 'euler'"),
     (["train", "vae"], "the following arguments are required: --out"),
     # DDIM steps beyond the model's T, and sampler options on models without them

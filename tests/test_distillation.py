@@ -25,6 +25,7 @@ from helpers import TINY_T, check_export_in_child, export_call, final_arrays, re
 from keras_gen.diffusion import NoiseSchedule, ddim_timesteps, ddim_timesteps_tf, sample
 from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0, training_target
 from keras_gen.export import read_export_info
+from keras_gen.models.ddpm import DDPM
 from keras_gen.models.distillation import DistilledDDPM, ProgressiveDistillation, make_student
 from subprocess_jobs import explain, finish, start
 
@@ -142,7 +143,7 @@ def test_a_perfect_teachers_target_is_its_two_steps_and_the_data_point(steps):
     schedule = NoiseSchedule(TINY_T)
     x_star = np.random.default_rng(0).uniform(-0.9, 0.9, (1, 32, 32, 1)).astype("float32")
     teacher = SimpleNamespace(ema_unet=ExactNoise(schedule, x_star), prediction="eps", schedule=schedule,
-                              trainable=True)
+                              x0_bound=DDPM.x0_bound, trainable=True)
     student = DistilledDDPM(tiny_unet(), schedule, teacher_steps=2 * steps, ddim_steps=steps, seed=0)
     distillation = ProgressiveDistillation(teacher, student, seed=0)
     i = tf.constant(np.arange(1, steps + 1).repeat(2), tf.int32)  # every grid point, twice
@@ -181,7 +182,8 @@ def test_targets_outside_the_data_range_are_clipped_unless_asked_not_to():
     z = schedule.q_sample(np.repeat(x_star, 2, 0), tf.constant([19, 9]), tf.zeros((2, 32, 32, 1)))
     targets = {}
     for clip in (True, False):
-        teacher = SimpleNamespace(ema_unet=ExactNoise(schedule, x_star), prediction="eps", schedule=schedule)
+        teacher = SimpleNamespace(ema_unet=ExactNoise(schedule, x_star), prediction="eps", schedule=schedule,
+                                  x0_bound=DDPM.x0_bound)  # the pixel range [-1, 1]
         student = DistilledDDPM(tiny_unet(), schedule, teacher_steps=4, ddim_steps=2, seed=0)
         distillation = ProgressiveDistillation(teacher, student, clip_teacher_x0=False, clip_target=clip)
         targets[clip] = distillation.distillation_target(z, tf.constant([2, 1]))[1].numpy()

@@ -162,3 +162,35 @@ def test_a_first_stage_must_be_a_finished_autoencoder_run(cli_runs, tmp_path):
         load_first_stage(tmp_path)
     with pytest.raises(ValueError, match="not an autoencoder"):
         load_first_stage(ldm_run.out)
+
+
+def test_a_latent_ddpm_distils_into_a_served_few_step_student(cli_runs, models, tmp_path):
+    """`keras-gen distill` on a latent teacher: the rounds train on its latents (the batches of the
+    latent kind, encoded by its own first stage), the student shares that first stage and scale,
+    counts the decoder in network_passes and serves its images without keras_gen."""
+    from keras_gen.distill import distill
+    from keras_gen.models.distillation import DistilledKind
+    from keras_gen.models.latent import DistilledLatentDDPM, LatentDDPMKind
+
+    _, ldm_run = cli_runs
+    _, teacher = models
+    distill(ldm_run.out / "model.keras", tmp_path / "distill", from_steps=2, to_steps=1, preset="tiny",
+            fid_n=0, verbose=0)
+    folder = tmp_path / "distill" / "round_1_2_to_1"
+    config = json.loads((folder / "summary.json").read_text())["train_config"]
+    assert config["data_kind"] == "latent_ddpm"  # [0, 1] digits for the encoder, not the pixel DDPM's [-1, 1]
+    assert DistilledKind().data_options(config) == LatentDDPMKind().data_options(config) != DistilledKind().data_options({})
+    student = keras.saving.load_model(folder / "model.keras")
+    assert isinstance(student, DistilledLatentDDPM) and student.ddim_steps == 1 and student.teacher_steps == 2
+    assert student.scale_factor == teacher.scale_factor
+    for got, want in zip(student.first_stage.get_weights(), teacher.first_stage.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(s, t) for s, t in zip(student.unet.get_weights(), teacher.ema_unet.get_weights()))
+    info = json.loads((folder / "saved_model/assets/keras_gen.json").read_text())
+    assert info["kind"] == "distilled_latent" and info["network_passes"] == 1 + 1  # one step, one decode
+    assert "sample_ddpm" not in info["signatures"]
+    calls = {"student": export_call("serving_default", output="images", num_images=3, seed=4)}
+    served = check_export_in_child({"student": folder / "saved_model"}, calls, tmp_path,
+                                   while_running=lambda: student.sample(3, 4, progress=False))
+    assert served.arrays["student"].shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(served.arrays["student"], served.expected, rtol=0, atol=2e-5)

@@ -102,4 +102,4 @@ def test_an_unregistered_kind_is_refused_with_the_list(toy):
     result = runs["unknown_without_plugin"]
     assert result.rc == 2
     [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("keras-gen: error:")]
-    assert "unknown model kind 'pixel_bernoulli'; choose from autoencoder, dcgan, ddpm, distilled, flow, latent_ddpm, vae" in line
+    assert "unknown model kind 'pixel_bernoulli'; choose from autoencoder, dcgan, ddpm, distilled, distilled_latent, flow, latent_ddpm, vae" in line

@@ -22,25 +22,33 @@ from subprocess_jobs import explain
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
-KINDS = ("vae", "dcgan", "ddpm", "flow")
+# export folder -> its model kind
+EXPORTS = {"vae": "vae", "dcgan": "dcgan", "ddpm": "ddpm", "flow": "flow", "latent_ddpm": "latent_ddpm",
+           "latent_ddpm_conditional": "latent_ddpm", "distilled_latent_4step": "distilled_latent"}
+DIFFUSION = ("ddpm", "latent_ddpm")
+STUDENTS = ("distilled_latent",)  # distilled few-step diffusion: DDIM at their own steps only
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 DEMO_N = 16  # samples per row of the demo's trilemma table (at least 4)
 
 
-# Images per serving_default call: the DDPM's default sampler is 50 U-Net passes per image.
-SERVED_N = {"vae": 16, "dcgan": 16, "ddpm": 4, "flow": 16}
+# Images per serving_default call: the DDPMs' default sampler is 50 U-Net passes per image.
+SERVED_N = {"vae": 16, "dcgan": 16, "ddpm": 4, "flow": 16, "latent_ddpm": 8, "latent_ddpm_conditional": 8,
+            "distilled_latent_4step": 16}
 
 
 def served_calls():
     """Per export: serving_default twice with seed 0 and once with seed 1 (SERVED_N images each);
-    the DDPM also sample_ddim with 5 steps."""
+    the DDPM also sample_ddim with 5 steps, the conditional latent DDPM sample_class."""
     calls = {}
-    for kind in KINDS:
+    for export in EXPORTS:
         for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-            calls[f"{kind}/{name}"] = export_call("serving_default", export=kind, output="images",
-                                                  num_images=SERVED_N[kind], seed=seed)
+            calls[f"{export}/{name}"] = export_call("serving_default", export=export, output="images",
+                                                    num_images=SERVED_N[export], seed=seed)
     calls["ddpm/ddim5"] = export_call("sample_ddim", export="ddpm", output="images", num_images=4, seed=0, steps=5)
+    calls["latent_ddpm_conditional/class7"] = export_call(
+        "sample_class", export="latent_ddpm_conditional", output="images", num_images=8, seed=0, label=7,
+        guidance=3.0)  # the export's default guidance (a required input of sample_class)
     return calls
 
 
@@ -53,30 +61,49 @@ def served(tmp_path_factory):
     demo_out = root / "outputs"
     demo = [str(Path(sys.executable).parent / "keras-gen"), "demo", "--out", str(demo_out),
             "--n", str(DEMO_N), "--ddim-steps", "5"]
-    run = check_export_in_child({kind: SHIPPED / kind for kind in KINDS}, served_calls(), root,
+    run = check_export_in_child({export: SHIPPED / export for export in EXPORTS}, served_calls(), root,
                                 alongside={"demo": demo})
     return SimpleNamespace(child=run.child, result=run.result, arrays=run.arrays, demo=run.alongside["demo"],
                            demo_out=demo_out, demo_argv=demo[1:])
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_shipped_model_serves_without_keras_gen(served, kind):
+@pytest.mark.parametrize("export", EXPORTS)
+def test_shipped_model_serves_without_keras_gen(served, export):
     result, arrays = served.result, served.arrays
     assert result["refused_imports"] == [] and result["keras_gen_in_sys_modules"] is False
-    a, b, c = (arrays[f"{kind}/{name}"] for name in "abc")
-    assert list(a.shape) == [SERVED_N[kind], 28, 28, 1] and str(a.dtype) == "float32"
+    a, b, c = (arrays[f"{export}/{name}"] for name in "abc")
+    assert list(a.shape) == [SERVED_N[export], 28, 28, 1] and str(a.dtype) == "float32"
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0 and float(a.std()) > 0.05  # not blank
     assert np.array_equal(a, b) and np.abs(a - c).max() > 1e-3  # same seed equal, other seed differs
-    if kind == "ddpm":
-        assert {"sample_ddim", "sample_ddpm", "sample_trajectory"} <= set(result["exports"][kind]["signatures"])
+    if EXPORTS[export] in DIFFUSION:
+        assert {"sample_ddim", "sample_ddpm", "sample_trajectory"} <= set(result["exports"][export]["signatures"])
+    if EXPORTS[export] in STUDENTS:  # not trained for the all-T chain
+        assert "sample_ddim" in result["exports"][export]["signatures"]
+        assert "sample_ddpm" not in result["exports"][export]["signatures"]
+    if export == "ddpm":
         d = arrays["ddpm/ddim5"]
         assert list(d.shape) == [4, 28, 28, 1] and d.min() >= 0 and d.max() <= 1
+    if export == "latent_ddpm_conditional":
+        assert "sample_class" in result["exports"][export]["signatures"]
+        sevens = arrays["latent_ddpm_conditional/class7"]
+        assert list(sevens.shape) == [8, 28, 28, 1] and not np.array_equal(sevens, a)
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_shipped_model_assets_are_complete(kind):
-    info = json.loads((SHIPPED / kind / "assets" / "keras_gen.json").read_text())
+def test_shipped_class_samples_are_the_requested_digit(served):
+    """The conditional latent DDPM's sample_class(label=7), served without keras_gen, draws sevens
+    (the shipped classifier's verdict on 8 images; its measured accuracy is 0.95 or more)."""
+    from keras_gen.evaluation import load_classifier
+
+    predicted = load_classifier("mnist").probs(served.arrays["latent_ddpm_conditional/class7"]).argmax(axis=1)
+    assert (predicted == 7).mean() >= 0.75, predicted
+
+
+@pytest.mark.parametrize("export", EXPORTS)
+def test_shipped_model_assets_are_complete(export):
+    kind = EXPORTS[export]
+    info = json.loads((SHIPPED / export / "assets" / "keras_gen.json").read_text())
     assert info["kind"] == kind and info["dataset"] == "mnist" and info["preset"] == "cpu"
+    assert (info.get("num_classes") is not None) == export.endswith("_conditional")
     assert info["train_config"]["preset"] == "cpu" and info["config"]
     training = info["training"]
     assert training["epochs"] >= 1 and training["steps"] >= training["epochs"] and training["wall_seconds"] > 0
@@ -89,7 +116,7 @@ def test_shipped_model_assets_are_complete(kind):
         assert row["fid"] > 0 and row["samples_per_s"] > 0
         assert 1 <= row["classes_covered"] <= 10 and 0 <= row["normalized_entropy"] <= 1
     samplers = {(row["sampler"], row["steps"]) for row in evaluation["rows"]}
-    if kind == "ddpm":  # the default sampler (DDIM at the recorded steps) is among the rows
+    if kind in DIFFUSION + STUDENTS:  # the default sampler (DDIM at the recorded steps) is among the rows
         assert ("ddim", info["config"]["ddim_steps"]) in samplers
     else:
         assert samplers == {(None, None)}
@@ -101,7 +128,7 @@ def test_model_card_table_matches_the_assets():
 
     card = (SHIPPED / "README.md").read_text()
     table = card.split(CARD_START, 1)[1].split(CARD_END, 1)[0].strip()
-    assert table == model_card([SHIPPED / kind for kind in KINDS])  # regenerated, not typed in
+    assert table == model_card([SHIPPED / export for export in EXPORTS])  # regenerated, not typed in
     assert "not measured" not in table
 
 
@@ -113,7 +140,9 @@ def test_demo_runs_on_the_shipped_models(served):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
         assert str(out / name) in run.stdout  # the demo says where everything is
     report = json.loads((out / "trilemma" / "report.json").read_text())
-    assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "flow (FLOW)"]
+    assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "flow (FLOW)",
+                                                         "latent_ddpm DDIM 5", "latent_ddpm_conditional DDIM 5",
+                                                         "distilled_latent_4step (DISTILLED_LATENT)"]
     assert report["n"] == DEMO_N and len(report["references"]) == 3
     assert shlex.split(report["command"]) == ["keras-gen", *served.demo_argv]  # as given to the CLI
     page = (out / "trilemma" / "index.html").read_text()  # the browser test: test_evaluation.py

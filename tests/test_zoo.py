@@ -27,7 +27,8 @@ from keras_gen.zoo import UnknownModelName, model_name, resolve_model_path, ship
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
 BUDGET_BYTES = 60 * 2**20  # issue 20: saved_models/ under 60 MB (MB as the model card counts them)
-TODAY = {"vae_mnist", "dcgan_mnist", "ddpm_mnist", "flow_mnist"}  # the names of today's exports
+TODAY = {"vae_mnist", "dcgan_mnist", "ddpm_mnist", "flow_mnist", "latent_ddpm_mnist",
+         "latent_ddpm_mnist_conditional", "distilled_latent_mnist_4step"}  # the names of today's exports
 CONDITIONAL = "vae_fashion_mnist_conditional"
 
 

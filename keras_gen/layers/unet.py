@@ -366,7 +366,16 @@ class UNet(keras.Model):
         specs = [keras.KerasTensor(x_shape, dtype=self.compute_dtype), keras.KerasTensor(t_shape, dtype="int32")]
         if y_shape is not None:
             specs.append(keras.KerasTensor(y_shape, dtype="int32"))
-        self.compute_output_spec(tuple(specs))
+        # One symbolic trace of call() creates every sublayer's weights (in call order).
+        super().compute_output_spec(tuple(specs))
+
+    def compute_output_spec(self, inputs):
+        # The output's shape and dtype are known without tracing call() again: a symbolic call
+        # (DDPM builds its U-Nets that way) would otherwise trace the whole network twice, once in
+        # build() and once here, which is most of the cost of constructing a DDPM.
+        x, _, _ = self._split_inputs(inputs)
+        self._check_image_size(x.shape)
+        return keras.KerasTensor((*x.shape[:-1], self.channels), dtype="float32")  # final_conv is float32
 
     def call(self, inputs):
         x, t, y = self._split_inputs(inputs)

@@ -76,6 +76,7 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
     """
 
     kind = "ddpm"
+    x0_bound = 1.0  # the diffusion data's range is [-x0_bound, x0_bound] (pixels in [-1, 1])
 
     def __init__(self, unet, schedule, image_size=32, data_mode="pad", ema_decay=0.999,
                  ddim_steps=50, seed=None, label_dropout=0.1, guidance=3.0, ddim_eta=0.0, prediction="eps",
@@ -177,6 +178,16 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         w = self.guidance if guidance is None else guidance
         return (tf.convert_to_tensor(labels, tf.int32), tf.convert_to_tensor(w, tf.float32))
 
+    def diffusion_data(self, x):
+        """A training batch (the kind's ``data_options``) -> what the diffusion runs on: the
+        images themselves here; a latent DDPM's encoded latents."""
+        return x
+
+    def space_kwargs(self) -> dict:
+        """The constructor arguments that fix the diffusion's data space (beyond U-Net and
+        schedule): what a distilled student copies from its teacher."""
+        return {"image_size": self.image_size, "data_mode": self.data_mode}
+
     def diffusion_loss(self, x0, labels=None, training=True):
         """MSE between the U-Net's prediction and its target (the noise, x0 or v: ``prediction``)
         at uniformly drawn timesteps.
@@ -184,6 +195,7 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         A conditional DDPM gets ``labels``; while training a share ``label_dropout`` of them is
         replaced by the null class (classifier-free guidance).
         """
+        x0 = self.diffusion_data(x0)
         batch = ops.shape(x0)[0]
         t = keras.random.randint((batch,), 0, self.schedule.timesteps, seed=self.seed_generator,
                                  dtype="int32")

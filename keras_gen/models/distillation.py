@@ -32,25 +32,33 @@ from keras_gen.diffusion import samplers
 from keras_gen.diffusion.targets import alpha_sigma, eps_and_x0, target_from_x0
 from keras_gen.layers.unet import UNet
 from keras_gen.models.ddpm import DDPM, DDPMKind
-from keras_gen.models.kinds import register_model_kind
+from keras_gen.models.kinds import get_model_kind, register_model_kind
 from keras_gen.models.optimizer_build import OptimizerBuiltOnCompile
 from keras_gen.models.precision import float32_model
 from keras_gen.models.replicas import replica_share, step_logs
 
 
-@keras.saving.register_keras_serializable(package="keras_gen")
-class DistilledDDPM(DDPM):
-    """A distilled few-step diffusion student: a DDPM that samples with ``ddim_steps`` trailing DDIM
-    steps, deterministically. ``teacher_steps`` records the step count of the teacher it matches
-    (2 * ddim_steps). Its exports drop the all-T ``sample_ddpm`` signature, which it was not
-    trained for."""
+class Distilled:
+    """What makes a diffusion model a distilled few-step student (mixed into a DDPM class): it
+    samples with ``ddim_steps`` trailing DDIM steps, deterministically. ``teacher_steps`` records
+    the step count of the teacher it matches (2 * ddim_steps). Its exports drop the all-T
+    ``sample_ddpm`` signature, which it was not trained for.
 
-    kind = "distilled"
+    Each student class names the teacher class it is distilled from (``teacher_class``);
+    `student_class` picks it for a teacher, so a new diffusion family gets students by defining
+    ``class DistilledX(Distilled, X)`` in its own module."""
 
-    def __init__(self, unet, schedule, teacher_steps=None, prediction="v", timestep_spacing="trailing",
-                 ddim_eta=0.0, **kwargs):
-        super().__init__(unet, schedule, prediction=prediction, timestep_spacing=timestep_spacing,
-                         ddim_eta=ddim_eta, **kwargs)
+    teacher_class = None
+    students = []  # every student class, in definition order
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        Distilled.students.append(cls)
+
+    def __init__(self, *args, teacher_steps=None, prediction="v", timestep_spacing="trailing", ddim_eta=0.0,
+                 **kwargs):
+        super().__init__(*args, prediction=prediction, timestep_spacing=timestep_spacing, ddim_eta=ddim_eta,
+                         **kwargs)
         self.teacher_steps = None if teacher_steps is None else int(teacher_steps)
 
     def get_config(self):
@@ -65,23 +73,47 @@ class DistilledDDPM(DDPM):
         return endpoints
 
 
+@keras.saving.register_keras_serializable(package="keras_gen")
+class DistilledDDPM(Distilled, DDPM):
+    """A distilled student of a pixel-space DDPM (`Distilled`)."""
+
+    kind = "distilled"
+    teacher_class = DDPM
+
+
+def data_kind(model_class: type) -> str:
+    """The kind whose training batches a diffusion class runs on: its own, or for a student its
+    teacher class's (a round's ``data_kind``)."""
+    return (model_class.teacher_class if issubclass(model_class, Distilled) else model_class).kind
+
+
+def student_class(teacher: DDPM) -> type:
+    """The student class for ``teacher``: the one whose ``teacher_class`` comes first in the
+    teacher's class hierarchy (a student of a student is of its teacher's class)."""
+    for cls in type(teacher).__mro__:
+        for student in Distilled.students:
+            if student.teacher_class is cls:
+                return student
+    raise ValueError(f"no distilled student is defined for a {type(teacher).__name__} teacher")
+
+
 def _float32_config(layer_config: dict) -> dict:
     """A serialized layer config without its dtype policy (the new layer takes the global one)."""
     return {k: v for k, v in layer_config.items() if k != "dtype"}
 
 
 def make_student(teacher: DDPM, steps: int, prediction: str = "v", ema_decay: float | None = None,
-                 seed=None) -> DistilledDDPM:
-    """A `DistilledDDPM` of ``steps`` steps with the teacher's architecture and schedule, its U-Net
-    (and the U-Net's EMA) initialised from the teacher's EMA weights, in the global dtype policy."""
+                 seed=None) -> Distilled:
+    """A student of ``steps`` steps with the teacher's architecture, schedule and data space
+    (``space_kwargs``: a latent teacher's first stage is shared, not copied), its U-Net (and the
+    U-Net's EMA) initialised from the teacher's EMA weights, in the global dtype policy."""
     if teacher.conditioning.conditional:
         raise ValueError("progressive distillation here takes an unconditional DDPM teacher; "
                          f"this one has num_classes={teacher.num_classes}")
     unet = UNet.from_config(_float32_config(teacher.unet.get_config()))
-    student = DistilledDDPM(unet, teacher.schedule, teacher_steps=2 * steps, prediction=prediction,
-                            image_size=teacher.image_size, data_mode=teacher.data_mode,
-                            ema_decay=teacher.ema_decay if ema_decay is None else ema_decay,
-                            ddim_steps=steps, seed=seed)
+    student = student_class(teacher)(unet, teacher.schedule, teacher_steps=2 * steps, prediction=prediction,
+                                     ema_decay=teacher.ema_decay if ema_decay is None else ema_decay,
+                                     ddim_steps=steps, seed=seed, **teacher.space_kwargs())
     for net in (student.unet, student.ema_unet):
         for w, teacher_w in zip(net.weights, teacher.ema_unet.weights):
             w.assign(ops.cast(teacher_w, w.dtype))
@@ -94,12 +126,13 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
 
     Args:
         teacher: a trained DDPM (eps-, x0- or v-predicting; a previous round's student too).
-        student: the `DistilledDDPM` being trained (see `make_student`).
+        student: the `Distilled` student being trained (see `make_student`).
         seed: seed of the in-graph RNG for grid points and noise.
-        clip_teacher_x0: clip the teacher's clean-image estimates to the data range [-1, 1]
-            before its DDIM steps (diffusers' ``clip_sample``); it tames an eps teacher's
-            x0 = (z - sigma eps) / alpha where alpha is near 0.
-        clip_target: clip the target x~ to [-1, 1] too (not in the paper). At the noisiest grid
+        clip_teacher_x0: clip the teacher's clean-image estimates to its data range
+            [-x0_bound, x0_bound] ([-1, 1] for pixels) before its DDIM steps (diffusers'
+            ``clip_sample``); it tames an eps teacher's x0 = (z - sigma eps) / alpha where alpha
+            is near 0.
+        clip_target: clip the target x~ to that range too (not in the paper). At the noisiest grid
             point x~ divides by alpha_next - (sigma_next / sigma_t) alpha_t (~0.003 for 16 steps
             of T = 1000): the shipped eps teacher's targets there spread over [-4.3, 8.7] and
             dominated the loss, while moving x~ by d moves the student's next point by only
@@ -108,7 +141,7 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
 
     kind = "distilled"
 
-    def __init__(self, teacher: DDPM, student: DistilledDDPM, seed=None, clip_teacher_x0=True, clip_target=True,
+    def __init__(self, teacher: DDPM, student: Distilled, seed=None, clip_teacher_x0=True, clip_target=True,
                  **kwargs):
         super().__init__(**kwargs)
         if teacher.schedule != student.schedule:
@@ -139,7 +172,7 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
         output = ops.cast(teacher.ema_unet((z, t), training=False), "float32")
         eps, x0 = eps_and_x0(teacher.prediction, output, z, *alpha_sigma(teacher.schedule, t, z))
         if self.clip_teacher_x0:
-            x0 = ops.clip(x0, -1.0, 1.0)
+            x0 = ops.clip(x0, -teacher.x0_bound, teacher.x0_bound)
         return samplers.ddim_step(teacher.schedule, eps, t, t_prev, z, eta=0.0, x0=x0)
 
     def distillation_target(self, z, i):
@@ -156,11 +189,14 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
         alpha_next = ops.where(last, 1.0, alpha_next)
         ratio = ops.where(last, 0.0, sigma_next / sigma)
         x_target = (z_next - ratio * z) / (alpha_next - ratio * alpha)
-        return t, ops.clip(x_target, -1.0, 1.0) if self.clip_target else x_target
+        bound = self.teacher.x0_bound
+        return t, ops.clip(x_target, -bound, bound) if self.clip_target else x_target
 
     def distillation_loss(self, x0, training=True):
         """MSE of the student's prediction against the distillation target, at grid points i drawn
-        uniformly from 1..N."""
+        uniformly from 1..N. ``x0``: a training batch, in the teacher's data space after its
+        ``diffusion_data`` (a latent teacher's latents)."""
+        x0 = self.teacher.diffusion_data(x0)
         batch = ops.shape(x0)[0]
         i = keras.random.randint((batch,), 1, self.steps + 1, seed=self.seed_generator, dtype="int32")
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
@@ -228,6 +264,11 @@ class DistilledKind(DDPMKind):
     conditional_defaults = {}
     sample_options = {"steps": DDPMKind.sample_options["steps"]}
     export_options = {}  # a student was trained for deterministic DDIM: no eta to change
+
+    def data_options(self, config):
+        """The batches of the first teacher's kind (``data_kind``, set by keras_gen.distill;
+        "ddpm" in configs written before it existed)."""
+        return get_model_kind(config.get("data_kind", "ddpm")).data_options(config)
 
     def check_config(self, config):
         if config.get("num_classes") is not None:
