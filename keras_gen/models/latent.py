@@ -288,7 +288,7 @@ class AutoencoderKind(ModelKind):
                                  kl_weight=config["kl_weight"], seed=config["seed"])
 
     def figures(self, model, config, out):
-        """reconstructions.png (test digits over their reconstructions) and latent_channels.png."""
+        """reconstructions.png (test images over their reconstructions) and latent_channels.png."""
         from keras_gen.data import load_dataset, preprocess_images
         from keras_gen.plotting import image_strip
 
@@ -297,7 +297,7 @@ class AutoencoderKind(ModelKind):
         mean, _ = model.encode(x)
         paths = [out / "reconstructions.png", out / "latent_channels.png"]
         image_strip([crop_to_digits(x).numpy(), crop_to_digits(model.decode(mean)).numpy()], paths[0],
-                    row_labels=["test digit", "reconstruction"], title="First stage: digits and reconstructions")
+                    row_labels=["test image", "reconstruction"], title="First stage: test images and reconstructions")
         channels = np.asarray(mean)
         low, high = channels.min(), channels.max()
         image_strip([[(channels[i, ..., c:c + 1] - low) / (high - low + 1e-8) for i in range(8)]
