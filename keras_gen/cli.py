@@ -145,8 +145,13 @@ def cmd_sample(args):
 
 
 def cmd_export(args):
-    from keras_gen.export import export_keras_file
-    path = export_keras_file(args.path, args.out, overwrite=args.force, ddim_eta=args.ddim_eta)
+    from keras_gen.export import export_keras_file, is_export, reexport
+    if is_export(args.path):
+        if args.ddim_eta is not None:
+            raise CLIError("--ddim-eta applies to a .keras file; an export is written again as it is")
+        path = reexport(args.path, args.out, overwrite=args.force)
+    else:
+        path = export_keras_file(args.path, args.out, overwrite=args.force, ddim_eta=args.ddim_eta)
     print(f"exported {args.path} -> {path}")
 
 
@@ -232,7 +237,9 @@ def cmd_models(args):
 
 
 def cmd_demo(args):
-    """Sample every shipped model, draw each kind's demo figures and the trilemma table/chart."""
+    """Sample every shipped model, draw each kind's demo figures and one trilemma table/chart per
+    dataset (its own classifier and test split): ``trilemma/`` for MNIST, ``trilemma_<dataset>/``
+    for another."""
     import time
 
     from keras_gen.data import load_dataset
@@ -243,29 +250,38 @@ def cmd_demo(args):
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    shipped = [model.path for model in shipped_models()]
+    shipped = shipped_models()
     if not shipped:
         raise CLIError(no_models_found())
-    images, _ = load_dataset("mnist", "train")
-    real_grid = out / "mnist_training_images.png"
-    image_grid(images[:64], real_grid, title="MNIST: 64 training images")
-    written = [real_grid]
-    for path in shipped:
-        sampler = load_sampler(path)
+    by_dataset: dict[str, list[Path]] = {}
+    for model in shipped:
+        by_dataset.setdefault(model.dataset, []).append(model.path)
+    written = []
+    for dataset in by_dataset:
+        images, _ = load_dataset(dataset, "train")
+        real_grid = out / f"{dataset}_training_images.png"
+        image_grid(images[:64], real_grid, title=f"{dataset}: 64 training images")
+        written.append(real_grid)
+    for model in shipped:
+        sampler = load_sampler(model.path)
         start = time.perf_counter()
         samples = sampler(64, args.seed)
         seconds = time.perf_counter() - start
-        grid = out / f"{path.name}_samples.png"
-        image_grid(samples, grid, title=f"{path.name}: 64 samples ({seconds:.1f} s)")
+        grid = out / f"{model.path.name}_samples.png"
+        image_grid(samples, grid, title=f"{model.name}: 64 samples ({seconds:.1f} s)")
         written.append(grid)
-        print(f"{path.name:>6}: 64 samples in {seconds:.1f} s -> {grid}")
+        print(f"{model.path.name:>6}: 64 samples in {seconds:.1f} s -> {grid}")
         written += sampler.kind.demo_figures(sampler, out, args.seed)
-    report_dir = out / "trilemma"
-    evaluate_paths([str(p) for p in shipped], n=args.n, ddim_steps=tuple(args.ddim_steps),
-                   ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
-                   batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed, command=args.command_line)
+    report_dirs = []
+    for dataset, paths in by_dataset.items():
+        report_dir = out / ("trilemma" if dataset == "mnist" else f"trilemma_{dataset}")
+        evaluate_paths([str(p) for p in paths], n=args.n, ddim_steps=tuple(args.ddim_steps),
+                       ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
+                       dataset=dataset, batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed,
+                       command=args.command_line)
+        report_dirs.append(report_dir)
     print("\nwrote:")
-    for path in written + sorted(report_dir.glob("*")):
+    for path in written + [p for d in report_dirs for p in sorted(d.glob("*"))]:
         print(f"  {path}")
 
 
@@ -376,8 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flow: the base's standard deviation, in (0, 2] (default 1; lower: cleaner strokes)")
     sample.set_defaults(func=cmd_sample)
 
-    export = sub.add_parser("export", help="export a .keras model file as a SavedModel")
-    export.add_argument("path", help="a .keras file (a run's model.keras or checkpoints/epoch_XXX.keras)")
+    export = sub.add_parser("export", help="export a .keras model file as a SavedModel (or write an "
+                                           "earlier export again with this release's exporter)")
+    export.add_argument("path", help="a .keras file (a run's model.keras or checkpoints/epoch_XXX.keras), or an "
+                                     "earlier export (its weights and training facts, not its evaluation)")
     export.add_argument("--out", required=True, help="SavedModel directory to write (new or empty; "
                         "an earlier export is replaced atomically with --force)")
     export.add_argument("--force", action="store_true", help="replace an earlier keras_gen export at --out")

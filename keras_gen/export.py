@@ -112,6 +112,31 @@ def export_keras_file(keras_path, path, *, overwrite: bool = False, **options) -
     return export_saved_model(model, path, metadata=run.training_facts(epoch), overwrite=overwrite)
 
 
+# Facts an export's assets hold about its training and the data it models: a re-export keeps them.
+# Its "evaluation" is not kept: it measured the old graph (re-measure with `keras-gen evaluate --record`).
+TRAINING_FACTS = ("dataset", "preset", "train_config", "training", "machine", "likelihood", "distillation")
+
+
+def reexport(export_dir, path, *, overwrite: bool = False) -> Path:
+    """Write an earlier keras_gen export again with this release's exporter, from its own weights
+    (`keras_gen.sampling.model_from_export`), keeping its training facts (`TRAINING_FACTS`).
+
+    Why: an older exporter's graph can be larger (a network inlined in every sampling loop) or
+    carry the training machine's precision (casts to bfloat16 from a mixed-precision model); the
+    weights are the same. ``path`` may be ``export_dir`` itself with ``overwrite=True``: the
+    weights are read into memory before the atomic replacement.
+    """
+    from keras_gen.sampling import model_from_export
+
+    info = read_export_info(export_dir)
+    check_export_target(path, overwrite)
+    model = model_from_export(export_dir)
+    facts = {key: info[key] for key in TRAINING_FACTS if key in info}
+    facts["reexported"] = {"from_keras_gen_version": info.get("keras_gen_version"),
+                           "evaluation_dropped": "evaluation" in info}
+    return export_saved_model(model, path, metadata=facts, overwrite=overwrite)
+
+
 def read_export_info(path) -> dict:
     """The assets/keras_gen.json of an export, with clear errors for what is not one."""
     path = Path(path)

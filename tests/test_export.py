@@ -417,6 +417,29 @@ def test_export_command_turns_a_keras_file_into_a_served_export(tiny_vae_run, tm
     assert "ddim_eta does not apply to a vae export" in capsys.readouterr().err
 
 
+def test_export_command_writes_an_earlier_export_again_in_place(tiny_vae_run, tmp_path, capsys):
+    """`keras-gen export EXPORT --out EXPORT --force`: the same weights through this release's
+    exporter, its training facts kept and its evaluation (a measurement of the old graph) dropped."""
+    from keras_gen.cli import main
+    from keras_gen.export import write_export_info
+
+    path = export_saved_model(tiny_vae_run.model, tmp_path / "vae")
+    old = read_export_info(path)
+    facts = {"dataset": "mnist", "training": {"epochs": 3}, "likelihood": {"rows": [1]}}
+    write_export_info(path, {**old, "keras_gen_version": "0.0.9", **facts, "evaluation": {"fid": 1.0}})
+    assert main(["export", str(path), "--out", str(path)]) == 2  # an export is not replaced unasked
+    assert "--force" in capsys.readouterr().err
+    assert main(["export", str(path), "--out", str(path), "--force", "--ddim-eta", "1"]) == 2
+    assert "--ddim-eta applies to a .keras file" in capsys.readouterr().err
+    assert main(["export", str(path), "--out", str(path), "--force"]) == 0
+    info = read_export_info(path)
+    assert {k: info[k] for k in facts} == facts and "evaluation" not in info
+    assert info["reexported"] == {"from_keras_gen_version": "0.0.9", "evaluation_dropped": True}
+    assert info["config"] == old["config"] and info["signatures"] == old["signatures"]
+    np.testing.assert_allclose(served(path), np.asarray(tiny_vae_run.model.sample(3, 5)), atol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae"]  # replaced atomically, nothing left over
+
+
 def test_exporting_an_epoch_checkpoint_records_that_epoch(tiny_vae_run, tmp_path):
     from keras_gen.export import export_keras_file
 
