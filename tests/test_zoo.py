@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "saved_models"
 BUDGET_BYTES = 60 * 2**20  # issue 20: saved_models/ under 60 MB (MB as the model card counts them)
 TODAY = {"vae_mnist", "dcgan_mnist", "ddpm_mnist", "flow_mnist", "latent_ddpm_mnist",
-         "latent_ddpm_mnist_conditional", "distilled_latent_mnist_4step"}  # the names of today's exports
+         "latent_ddpm_mnist_conditional", "distilled_latent_mnist_4step", "vae_mnist_conditional",
+         "dcgan_mnist_conditional", "dcgan_fashion_mnist", "latent_ddpm_fashion_mnist"}  # today's exports
 CONDITIONAL = "vae_fashion_mnist_conditional"
 
 

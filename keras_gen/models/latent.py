@@ -323,11 +323,11 @@ class LatentDDPMKind(DDPMKind):
         "cpu": dict(first_stage=None, dim=64, dim_mults=(1, 2), attention_levels=(False, True), timesteps=1000,
                     schedule="linear", epochs=16, batch_size=64, learning_rate=1e-3, warmup_steps=300,
                     lr_decay="cosine", ddim_steps=50, ddim_eta=1.0, ema_decay=0.995),
-        # cpu at base width 32: a quarter of the parameters (an export of ~4 MB instead of ~11), 20
+        # cpu at base width 32: a quarter of the parameters (an export of ~4 MB instead of ~11), 10
         # epochs; for where the export's size counts (the zoo's Fashion-MNIST prior: saved_models/
         # has a 60 MB budget).
         "cpu-compact": dict(first_stage=None, dim=32, dim_mults=(1, 2), attention_levels=(False, True),
-                            timesteps=1000, schedule="linear", epochs=20, batch_size=64, learning_rate=1e-3,
+                            timesteps=1000, schedule="linear", epochs=10, batch_size=64, learning_rate=1e-3,
                             warmup_steps=300, lr_decay="cosine", ddim_steps=50, ddim_eta=1.0, ema_decay=0.995),
         "tiny": dict(first_stage=None, dim=8, dim_mults=(1, 2), attention_levels=(False, True), timesteps=20,
                      epochs=2, batch_size=32, learning_rate=1e-3, ddim_steps=5, ema_decay=0.9, limit=256),
