@@ -112,8 +112,10 @@ def _load_settings(out: Path, settings: dict, resume: bool) -> dict:
     return settings
 
 
-def _measure_fid(sample_fn, n: int, dataset: str, batch_size: int = 250) -> dict:
-    """{fid, n, samples_per_s} of n samples drawn in batches (the evaluation's classifier FID)."""
+def measure_fid(sample_fn, n: int, dataset: str = "mnist", batch_size: int = 250) -> dict:
+    """{fid, n, samples_per_s} of n samples drawn in batches (the evaluation's classifier FID):
+    ``sample_fn(count, seed)`` is called for each batch with the batch's first index as its seed
+    (0, 250, 500, ...), so the same model and n give the same images and FID as the rounds record."""
     import numpy as np
 
     from keras_gen.evaluation import classifier_fid
@@ -190,7 +192,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
         if ("teacher", steps) not in measured:  # the baseline: the teacher's DDIM at the same steps
             print(f"classifier FID of the teacher's DDIM with {steps} steps (n={settings['fid_n']})")
             first_teacher = first_teacher or load_teacher(teacher_file)
-            record["records"].append({"model": "teacher", "steps": steps, **_measure_fid(
+            record["records"].append({"model": "teacher", "steps": steps, **measure_fid(
                 lambda n, seed: trailing_samples(first_teacher, n, steps, seed), settings["fid_n"], dataset)})
             atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
     previous = teacher_file
@@ -211,7 +213,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
             if settings["fid_n"]:
                 from keras_gen.sampling import load_keras_model
                 student = load_keras_model(folder / "model.keras")
-                entry.update(_measure_fid(lambda n, seed: student.sample(n, seed, progress=False),
+                entry.update(measure_fid(lambda n, seed: student.sample(n, seed, progress=False),
                                           settings["fid_n"], dataset))
             record["records"] = [r for r in record["records"] if r.get("round") != k] + [entry]
             atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())

@@ -437,16 +437,17 @@ def guidance_curve(rows, path=None, *, title="Classifier-free guidance: fidelity
     return save_figure(fig, path)
 
 
-def fid_vs_steps(series, path=None, *, title="Classifier FID vs sampling steps"):
-    """Log-x line plot of classifier FID against network passes per sample, one line per series
-    ({name: [(steps, fid), ...]}): e.g. the teacher's DDIM and each distillation round's student."""
+def fid_vs_steps(series, path=None, *, title="Classifier FID vs sampling steps", xlabel="network passes per sample"):
+    """Log-x line plot of classifier FID against network passes per sample (or what ``xlabel``
+    names), one line per series ({name: [(steps, fid), ...]}): e.g. the teacher's DDIM and each
+    distillation round's student."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in series.items():
         points = sorted(points)
         if points:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("network passes per sample")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("classifier FID (lower is better)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -36,7 +36,7 @@ FIGURES = {
                 "03_epochs/epoch_000.png", "03_epochs/epoch_001.png", "03_epochs/epoch_002.png"],
     "05_conditional": ["05_vae_classes.png", "05_dcgan_classes.png", "05_ddpm_classes.png",
                        "05_ddpm_guidance.png", "05_guidance_sweep.png", "05_export_label7.png"],
-    # 06 fits a tiny teacher and distils it one round (2 -> 1 steps).
+    # 06 builds an untrained tiny latent teacher and distils it one round (2 -> 1 steps).
     "06_fast_sampling": ["06_ddim_steps.png", "06_two_steps_one.png", "06_fid_vs_steps.png", "06_students.png",
                          "distillation/fid_vs_steps.png"] + [
         f"distillation/round_1_2_to_1/{name}.png" for name in (
@@ -142,3 +142,21 @@ def test_families_tutorial_checks_the_flow_and_prints_the_recorded_table(tutoria
     assert after < before  # three steps on the exact likelihood already lower it
     elbo, iwae = map(float, re.search(r"k=100: ELBO (\S+), L_k (\S+) nats", run.stdout).groups())
     assert iwae >= elbo
+
+
+@pytest.mark.parametrize("name", ["06_fast_sampling"])  # the id lets -k 06 select it with its run
+def test_fast_sampling_tutorial_checks_the_target_and_rescores_the_record(tutorial_runs, name):
+    import re
+
+    run = tutorial_runs[name]
+    assert run.rc == 0, run.stderr[-3000:]
+    # one DDIM step to the target x~ lands where the teacher's two steps land (here on latents)
+    difference = float(re.search(r"lands on the teacher's two: max \|difference\| (\S+)", run.stdout).group(1))
+    assert difference < 1e-5
+    # a latent model's step count plus one decoder pass
+    assert "network passes of DDIM with 4 steps: 5" in run.stdout
+    assert re.search(r"student 1 steps: classifier FID \S+ \(n=32\), \S+ samples/s, network passes 2", run.stdout)
+    # scored with the rounds' protocol, the tutorial's teacher and student FIDs are the record's
+    pairs = re.findall(r"(\d+) steps:? FID (\S+) \(record (\S+)\)", run.stdout)
+    assert sorted(int(steps) for steps, _, _ in pairs) == [1, 1, 2]  # teacher 1 and 2, student 1
+    assert all(measured == recorded for _, measured, recorded in pairs)
