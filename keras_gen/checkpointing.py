@@ -112,6 +112,12 @@ def _unique(names: list[str]) -> list[str]:
     return out
 
 
+def variable_names(variables) -> list[str]:
+    """Stable names of a model's ``variables``, unique within the list (``canonical_paths``, then
+    ``#2`` on a repeated path): Keras paths alone repeat, e.g. an EMA U-Net's are its U-Net's."""
+    return _unique(canonical_paths([v.path for v in variables]))
+
+
 def variable_keys(groups: dict[str, list]) -> dict[str, object]:
     """{"<group>/<stable name>": variable} for a training_variables() dict (see module docstring)."""
     model_vars = groups.get("model", [])

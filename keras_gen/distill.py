@@ -52,11 +52,33 @@ def _check_teacher_path(teacher):
         raise ValueError(f"{teacher} is not a DDPM export, a .keras file or a finished run folder")
 
 
-def teacher_keras_file(teacher, out: Path) -> Path:
-    """The teacher as a .keras file: the file itself, a run folder's model.keras, or an export
-    rebuilt once into ``<out>/teacher.keras`` (keras_gen.sampling.model_from_export)."""
-    from keras_gen.export import is_export
+def teacher_from_export(export):
+    """The DDPM of a diffusion export (keras_gen.sampling.model_from_export), refused (ValueError)
+    when the export does not hold a layer that `diffusion_data` reads (e.g. a latent DDPM's
+    encoder): an export keeps only what sampling reads, so such a layer would keep its random
+    initial weights and every round would silently train on meaningless data."""
+    from keras_gen.export_weights import weight_names
     from keras_gen.sampling import model_from_export
+
+    model = model_from_export(export)
+    names = weight_names(model)
+    not_restored = set(model.not_restored_from_export)
+    for what, layer in model.diffusion_data_layers().items():
+        if any(names[id(w)] in not_restored for w in layer.weights):
+            raise ValueError(
+                f"{export} does not hold the weights of {what}: an export keeps only what sampling "
+                "reads, and distillation encodes its training images with it, so rebuilt from the export "
+                "it would keep its random initial weights and every round would train on meaningless "
+                "data. Distil from the training run's model.keras instead: `keras-gen distill "
+                "RUN/model.keras` (or the run folder: `keras-gen distill RUN`).")
+    return model
+
+
+def teacher_keras_file(teacher, out: Path, rebuilt=None) -> Path:
+    """The teacher as a .keras file: the file itself, a run folder's model.keras, or an export
+    rebuilt once (`teacher_from_export`, unless ``rebuilt`` is that model) into
+    ``<out>/teacher.keras``."""
+    from keras_gen.export import is_export
 
     teacher = Path(teacher)
     if teacher.suffix == ".keras" and teacher.is_file():
@@ -66,7 +88,7 @@ def teacher_keras_file(teacher, out: Path) -> Path:
     if is_export(teacher):
         target = out / "teacher.keras"
         if not target.exists():
-            save_keras_atomically(model_from_export(teacher), target)
+            save_keras_atomically(rebuilt if rebuilt is not None else teacher_from_export(teacher), target)
         return target
     raise ValueError(f"{teacher} is not a DDPM export, a .keras file or a finished run folder")
 
@@ -163,21 +185,25 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
         fid_n: samples per classifier-FID measurement after each round (0: none).
         overrides: preset keys to change for every round (epochs, limit, batch_size, ...).
     """
+    from keras_gen.export import is_export
     from keras_gen.models.distillation import load_teacher, trailing_samples
     from keras_gen.presets import get_preset
     from keras_gen.runs import RunFolder
     from keras_gen.training import train
 
     out = Path(out)
-    if not resume:  # every check that needs no model, before anything is written
+    rebuilt = None
+    if not resume:  # every check, before anything is written
         round_steps(from_steps or get_preset("distilled", preset, **overrides)["from_steps"], to_steps)
         _check_teacher_path(teacher)
+        if is_export(teacher):
+            rebuilt = teacher_from_export(teacher)
     settings = _load_settings(out, dict(teacher=str(teacher), to_steps=to_steps, from_steps=from_steps,
                                         preset=preset, fid_n=fid_n, overrides=overrides), resume)
     base = get_preset("distilled", settings["preset"], **settings["overrides"])
     from_steps = settings["from_steps"] or base["from_steps"]
     steps_per_round = round_steps(from_steps, settings["to_steps"])
-    teacher_file = teacher_keras_file(settings["teacher"], out)
+    teacher_file = teacher_keras_file(settings["teacher"], out, rebuilt)
     first_config = teacher_config(teacher_file)
     timesteps = first_config["schedule"]["timesteps"]
     if from_steps > timesteps:

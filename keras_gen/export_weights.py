@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_gen.checkpointing import canonical_paths
+from keras_gen.checkpointing import canonical_paths, variable_names
 
 _CALL_ATTRS = ("body", "f", "then_branch", "else_branch")
 # Layer names ("dense_3") and TensorFlow's name scopes ("dense_3_1") number per process.
@@ -70,10 +70,19 @@ def _reader_names(export_dir) -> dict[int, str]:
     return dict(zip(names, canonical_paths(list(names.values()), _OP_AUTO_NUMBER)))
 
 
-def copy_export_weights(model, export_dir):
+def weight_names(model) -> dict[int, str]:
+    """{id(weight): name} for ``model.weights``, the names `copy_export_weights` reports
+    (`checkpointing.variable_names`: unique, where Keras paths repeat)."""
+    return dict(zip(map(id, model.weights), variable_names(model.weights)))
+
+
+def copy_export_weights(model, export_dir) -> tuple[str, ...]:
     """Assign the weights of the export at ``export_dir`` to ``model`` (built from its config).
 
-    Only variables the export holds are set (those its signatures read). ValueError when the
+    Only variables the export holds are set (those its signatures read). Returns the names
+    (`checkpointing.variable_names` of ``model.weights``) of the weights that were not set, which
+    keep their initial values: what the export's signatures never read (a DDPM's raw U-Net, a
+    latent DDPM's encoder). ValueError when the
     export's variables cannot all be matched to the model's.
     """
     import tensorflow as tf
@@ -105,3 +114,5 @@ def copy_export_weights(model, export_dir):
             raise ValueError(f"{export_dir}: {name} has shape {tuple(theirs[pos].shape)}, the model's "
                              f"{target.path} {tuple(target.shape)}")
         target.assign(theirs[pos])
+    restored = {id(model.variables[our_names[name]]) for name in their_names.values()}
+    return tuple(name for key, name in weight_names(model).items() if key not in restored)

@@ -54,7 +54,11 @@ def model_from_export(path):
     exported weights (e.g. to distill or fine-tune a shipped model that has no ``.keras`` file).
 
     An export holds only what its signatures use: a DDPM's EMA U-Net, not the raw one, which keeps
-    its initial weights (sampling and distillation read the EMA). The result is checked: its ``serving_default`` must draw the
+    its initial weights (sampling and distillation read the EMA); a latent DDPM's first-stage
+    decoder, not its encoder. The names of the weights left at their initial values
+    (`checkpointing.variable_names`) are the model's ``not_restored_from_export`` (a tuple), for
+    code that needs more than sampling to check (e.g. keras_gen.distill, against
+    ``DDPM.diffusion_data_layers``). The result is checked: its ``serving_default`` must draw the
     export's images for seed 0, else ValueError.
     """
     import keras
@@ -71,7 +75,7 @@ def model_from_export(path):
     if not classes:
         raise ValueError(f"{path}: no model class of kind {info['kind']!r} is registered")
     model = classes[0].from_config(info["config"])
-    copy_export_weights(model, path)
+    not_restored = copy_export_weights(model, path)
     loaded = tf.saved_model.load(str(path))
     args = dict(num_images=tf.constant(2), seed=tf.constant(0))
     expected = loaded.signatures["serving_default"](**args)["images"].numpy()
@@ -80,6 +84,7 @@ def model_from_export(path):
     if not np.allclose(got, expected, atol=1e-3):
         raise ValueError(f"{path}: the rebuilt model does not reproduce the export's images "
                          f"(max difference {np.abs(got - expected).max():.3g})")
+    model.not_restored_from_export = not_restored
     return model
 
 

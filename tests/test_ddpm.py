@@ -503,10 +503,15 @@ def test_model_from_export_rebuilds_the_trained_model(exported):
     """The weights of an export (whose variable order differs per process) come back into a model
     built from its config: it draws the export's images (what `keras-gen distill` needs to start
     from the shipped DDPM, which has no .keras file)."""
+    from keras_gen.export_weights import weight_names
     from keras_gen.sampling import model_from_export
 
     rebuilt = model_from_export(exported.path)
     assert rebuilt.kind == "ddpm"
+    # The export holds the EMA U-Net (what sampling and distillation read), not the raw one.
+    names = weight_names(rebuilt)
+    assert set(rebuilt.not_restored_from_export) == {names[id(w)] for w in rebuilt.unet.weights}
+    assert rebuilt.diffusion_data_layers() == {}  # so distillation may start from the export
     np.testing.assert_allclose(rebuilt.sample(3, 7, sampler="ddim", progress=False), exported.expected["default"],
                                rtol=0, atol=1e-5)
     np.testing.assert_allclose(rebuilt.sample(3, 7, sampler="ddpm", progress=False), exported.expected["ddpm"],

@@ -164,6 +164,36 @@ def test_a_first_stage_must_be_a_finished_autoencoder_run(cli_runs, tmp_path):
         load_first_stage(ldm_run.out)
 
 
+def test_an_export_lacks_the_encoder_and_distill_refuses_it(cli_runs, models, tmp_path, capsys):
+    """An export keeps what sampling reads: a latent DDPM rebuilt from one gets its decoder and EMA
+    U-Net back, not its encoder (nor its raw U-Net), and says so. `keras-gen distill`, which
+    encodes its training images with that encoder, refuses the export before writing anything."""
+    from keras_gen.cli import main
+    from keras_gen.export_weights import weight_names
+    from keras_gen.sampling import model_from_export
+
+    _, ldm_run = cli_runs
+    _, trained = models
+    rebuilt = model_from_export(ldm_run.out / "saved_model")
+    names = weight_names(rebuilt)
+    encoder, decoder = rebuilt.first_stage.encoder, rebuilt.first_stage.decoder
+    assert set(rebuilt.not_restored_from_export) == {names[id(w)] for w in encoder.weights + rebuilt.unet.weights}
+    for got, want in zip(decoder.get_weights() + rebuilt.ema_unet.get_weights(),
+                         trained.first_stage.decoder.get_weights() + trained.ema_unet.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert list(rebuilt.diffusion_data_layers().values()) == [encoder]
+
+    out = tmp_path / "distill"
+    rc = main(["distill", str(ldm_run.out / "saved_model"), "--out", str(out), "--preset", "tiny",
+               "--from-steps", "2", "--to-steps", "1", "--fid-n", "0", "--verbose", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "does not hold the weights of the first stage's encoder" in err, err
+    assert "distillation encodes its training images with it" in err
+    assert "`keras-gen distill RUN/model.keras`" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written, nothing trained
+
+
 def test_a_latent_ddpm_distils_into_a_served_few_step_student(cli_runs, models, tmp_path):
     """`keras-gen distill` on a latent teacher: the rounds train on its latents (the batches of the
     latent kind, encoded by its own first stage), the student shares that first stage and scale,

@@ -164,9 +164,14 @@ def test_demo_runs_on_the_shipped_models(served):
 
 
 def test_the_shipped_exports_rebuild_into_keras_models():
-    """model_from_export on shipped files: what `keras-gen distill saved_models/ddpm` and `keras-gen
-    export OLD_EXPORT` start from. model_from_export itself checks the rebuilt model's images."""
+    """model_from_export on shipped files: what `keras-gen distill saved_models/ddpm`, `keras-gen
+    export OLD_EXPORT` and tutorial 06 start from. model_from_export itself checks the rebuilt
+    model's images."""
+    from keras_gen.export_weights import weight_names
     from keras_gen.sampling import model_from_export
 
-    assert model_from_export(SHIPPED / "ddpm").kind == "ddpm"
+    ddpm = model_from_export(SHIPPED / "ddpm")
+    assert ddpm.kind == "ddpm"
+    names = weight_names(ddpm)
+    assert set(ddpm.not_restored_from_export) == {names[id(w)] for w in ddpm.unet.weights}  # the raw, non-EMA U-Net
     assert model_from_export(SHIPPED / "vae").kind == "vae"

@@ -183,6 +183,12 @@ class DDPM(OptimizerBuiltOnCompile, keras.Model):
         images themselves here; a latent DDPM's encoded latents."""
         return x
 
+    def diffusion_data_layers(self) -> dict:
+        """{what it is: layer} for each layer whose weights `diffusion_data` reads: none here.
+        Sampling never reads them, so an export may not hold them; whatever trains on data
+        (distillation) needs them trained (see sampling.model_from_export)."""
+        return {}
+
     def space_kwargs(self) -> dict:
         """The constructor arguments that fix the diffusion's data space (beyond U-Net and
         schedule): what a distilled student copies from its teacher."""

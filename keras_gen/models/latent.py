@@ -205,6 +205,9 @@ class LatentDDPM(DDPM):
         """The latents of the images ``x``, out of the gradient's reach (the first stage is frozen)."""
         return ops.stop_gradient(self.latents(x))
 
+    def diffusion_data_layers(self) -> dict:
+        return {"the first stage's encoder": self.first_stage.encoder}
+
     def space_kwargs(self) -> dict:
         return {"first_stage": self.first_stage, "scale_factor": self.scale_factor, "data_mode": self.data_mode}
 
