@@ -50,6 +50,30 @@ def check_export_target(path, overwrite: bool = False):
                          "choose a new or empty path")
 
 
+def _one_trace_archive():
+    """A keras.export.ExportArchive that traces each endpoint once instead of twice.
+
+    ExportArchive traces every endpoint to list the variables it reads, then tf.saved_model.save
+    traces it again: a function traced inside a SavedModel save context has another cache key
+    (the save's variable policy), so the first trace is not reused. Listing the variables inside
+    the same (default) save context lets the save reuse that trace, the very one it would have
+    made: the saved graphs are unchanged, and a DDPM export costs about half as much. (Without
+    the private hook, the plain archive is used.)
+    """
+    try:
+        import tensorflow as tf
+        from tensorflow.python.saved_model import save_context
+    except ImportError:  # pragma: no cover - a TensorFlow without the module
+        return keras.export.ExportArchive()
+
+    class OneTraceArchive(type(keras.export.ExportArchive())):  # the backend's archive class
+        def _filter_and_track_resources(self):
+            with save_context.save_context(tf.saved_model.SaveOptions()):
+                return super()._filter_and_track_resources()
+
+    return OneTraceArchive()
+
+
 def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
     """Export ``model`` (any registered model kind) to a SavedModel directory at ``path``.
 
@@ -70,7 +94,7 @@ def export_saved_model(model, path, *, metadata=None, overwrite: bool = False):
     model = float32_model(model)
     # Only the variables the endpoints use are saved (e.g. the DDPM's EMA U-Net, not its raw one).
     endpoints = model.serving_endpoints()
-    archive = keras.export.ExportArchive()
+    archive = _one_trace_archive()
     for name, (fn, signature) in endpoints.items():
         archive.add_endpoint(name=name, fn=fn, input_signature=signature)
     info = {"format_version": FORMAT_VERSION, "keras_gen_version": keras_gen.__version__,

@@ -24,19 +24,27 @@ DATA_DIR = Path(__file__).parent / "data"
 # module fixtures are built once) or the group of files that share an in-process session fixture
 # (trained models held in memory, which a second worker would have to train again), and the units
 # are handed out longest first, so that the last to start is short and neither worker idles at the
-# end. The order is the files' measured wall time under `make test` (`--durations`), longest first;
-# files not listed follow in collection order. (xdist's own loadgroup marks do not work with
+# end. The order is the units' measured CPU time under `make test` (children included), longest
+# first; units not listed follow in collection order. (xdist's own loadgroup marks do not work with
 # pytest 9: xdist 3.8 rewrites `item._nodeid`, which pytest 9 no longer reads.)
 SHARED_IN_PROCESS = {  # file -> the group of files sharing a session fixture held in memory
     name: "models_in_memory" for name in ("test_conditional", "test_serving_guards", "test_export",
                                           "test_evaluation", "test_vae", "test_dcgan", "test_likelihood")}
-LONGEST_FIRST = ("test_tutorials", "models_in_memory", "test_distillation", "test_ddpm", "test_shipped_models",
-                 "test_resume", "test_distribute", "test_model_contract", "test_flow")
+LONGEST_FIRST = ("models_in_memory", "test_distillation", "test_ddpm", "test_tutorials[08_latent_diffusion]",
+                 "test_shipped_models", "test_resume", "test_tutorials[05_conditional]",
+                 "test_tutorials[06_fast_sampling]", "test_distribute", "test_tutorials[03_ddpm]",
+                 "test_tutorials[04_trilemma]", "test_model_contract", "test_latent", "test_flow",
+                 "test_tutorials[02_dcgan]", "test_tutorials[01_vae]", "test_tutorials[07_families]")
 
 
 def work_unit(nodeid: str) -> str:
-    """The unit of work (file or group of files) of a test's node id."""
-    module = Path(nodeid.split("::", 1)[0]).stem
+    """The unit of work (file or group of files) of a test's node id. test_tutorials.py is one
+    unit per tutorial (named by the test's id, e.g. "test_tutorials[03_ddpm]"): each tutorial
+    is a child process of its own, and two at a time on two cores cost less CPU than all at once."""
+    path, _, test = nodeid.partition("::")
+    module = Path(path).stem
+    if module == "test_tutorials" and "[" in test:
+        return f"{module}[{test.split('[', 1)[1].rstrip(']')}]"
     return SHARED_IN_PROCESS.get(module, module)
 
 
@@ -56,6 +64,18 @@ def pytest_xdist_make_scheduler(config, log):
             return work_unit(nodeid)
 
     return SharedFixtureScheduling(config, log)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def child_slots(tmp_path_factory):
+    """The session's folder of slots for children that train (subprocess_jobs.SLOTS), one for
+    both pytest-xdist workers."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "child_slots"
+    folder.mkdir(exist_ok=True)
+    subprocess_jobs.SLOT_DIR = folder
+    yield folder
+    subprocess_jobs.SLOT_DIR = None
 
 
 def _load_sample(name):
@@ -191,8 +211,8 @@ TINY_TRAIN_FLAGS = ["--preset", "tiny", "--verbose", "0", "--checkpoint-every", 
 
 class TinyTrainRuns:
     """`keras-gen train <kind> TINY_TRAIN_FLAGS --out <root>/<name>` for each name of
-    TINY_TRAIN_JOBS, started on first request by whichever process asks first (side by side with
-    whatever runs then) and waited for once. ``start(*names)`` starts them in the background;
+    TINY_TRAIN_JOBS, started on first request by whichever process asks first (in a slot:
+    subprocess_jobs.SLOTS) and waited for once. ``start(*names)`` starts them in the background;
     ``result(name)`` waits and returns SimpleNamespace(rc, stdout, stderr, out)."""
 
     def __init__(self, root: Path):
@@ -217,12 +237,12 @@ class TinyTrainRuns:
             except FileExistsError:
                 continue
             self.started_here[name] = subprocess_jobs.start_recording_rc(
-                self.command(name), self.root, f"train_{name}", self.root)
+                self.command(name), self.root, f"train_{name}", self.root, slot=True)
 
     def result(self, name):
         if name not in self.results:
             self.start(name)
-            done = subprocess_jobs.wait_for_rc(self.root, f"train_{name}", timeout=600)
+            done = subprocess_jobs.wait_for_rc(self.root, f"train_{name}", timeout=1200)  # slot wait included
             self.results[name] = SimpleNamespace(rc=done.rc, stdout=done.stdout, stderr=done.stderr,
                                                  out=self.root / name)
         return self.results[name]
@@ -232,7 +252,7 @@ class TinyTrainRuns:
         stop whatever is left of them (their process groups)."""
         for name, (process, _, _) in self.started_here.items():
             try:
-                process.wait(timeout=600)
+                process.wait(timeout=1200)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

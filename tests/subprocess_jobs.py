@@ -13,11 +13,49 @@ def child_env():
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def start(cmd, log_dir: Path, name: str, cwd: Path, env=None, new_session=False):
+# Children that train or run a tutorial (TensorFlow busy for tens of seconds) take one of SLOTS
+# slots, shared by the session's pytest-xdist workers, and wait for one before they start: on two
+# cores more of them at once only add thread-pool contention (eight tutorials side by side took
+# 2.5 times the CPU time they take one after the other). Runs a test kills after a few steps take
+# none (they would wait behind whole runs). SLOT_DIR (the session's folder of lock files) is set
+# by tests/conftest.py; None runs every child at once.
+SLOTS = 2
+SLOT_DIR = None
+
+# argv: slot folder, number of slots, command. Takes a free slot (an exclusive lock on its file)
+# and becomes the command, which holds the slot until it exits (a SIGKILL frees it too).
+SLOT_CHILD = r'''
+import fcntl, os, sys, time
+folder, slots, cmd = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+while True:
+    for k in range(slots):
+        fd = os.open(os.path.join(folder, "slot%d.lock" % k), os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        os.set_inheritable(fd, True)
+        os.execvp(cmd[0], cmd)
+    time.sleep(0.2)
+'''
+
+
+def in_a_slot(cmd):
+    """``cmd`` started once one of the SLOTS slots is free (as is when SLOT_DIR is not set)."""
+    if SLOT_DIR is None:
+        return [str(c) for c in cmd]
+    return [sys.executable, "-c", SLOT_CHILD, str(SLOT_DIR), str(SLOTS), *map(str, cmd)]
+
+
+def start(cmd, log_dir: Path, name: str, cwd: Path, env=None, new_session=False, slot=False):
     """Popen with stdout/stderr in files (no pipe deadlocks); returns (process, stdout, stderr).
 
     ``env``: variables to add to the child's environment; ``new_session``: the child leads its own
-    process group (so that ``os.killpg`` reaches its children too)."""
+    process group (so that ``os.killpg`` reaches its children too); ``slot``: wait for a free slot
+    (see SLOTS) first: for children that train (the process is the command itself once it runs)."""
+    if slot:
+        cmd = in_a_slot(cmd)
     out, err = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
     with open(out, "w") as fo, open(err, "w") as fe:
         process = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env={**child_env(), **(env or {})},
@@ -30,9 +68,11 @@ def start(cmd, log_dir: Path, name: str, cwd: Path, env=None, new_session=False)
 _RECORD_RC = '"$@"; echo $? > "$0.tmp" && mv "$0.tmp" "$0"'
 
 
-def start_recording_rc(cmd, log_dir: Path, name: str, cwd: Path):
+def start_recording_rc(cmd, log_dir: Path, name: str, cwd: Path, slot=False):
     """start() in a process group of its own, with the exit code written to <log_dir>/<name>.rc
     when the command ends (a signal's death is 128 + signal, as in sh); see wait_for_rc."""
+    if slot:
+        cmd = in_a_slot(cmd)
     return start(["sh", "-c", _RECORD_RC, str(log_dir / f"{name}.rc"), *cmd], log_dir, name, cwd,
                  new_session=True)
 

@@ -217,8 +217,8 @@ def distilled(tmp_path_factory):
     tiny_ddpm(ddim_steps=2).save(teacher)
     cmd = [KERAS_GEN, "distill", str(teacher), "--preset", "tiny", "--from-steps", "2", "--to-steps", "1",
            "--fid-n", "0", "--verbose", "0", "--checkpoint-every", "3"]
-    straight = start(cmd + ["--out", str(root / "straight")], root, "straight", root)
-    killed = start(cmd + ["--out", str(root / "killed")], root, "killed", root)
+    straight = start(cmd + ["--out", str(root / "straight")], root, "straight", root, slot=True)
+    killed = start(cmd + ["--out", str(root / "killed")], root, "killed", root)  # no slot: killed early
     round_dir = root / "killed" / "round_1_2_to_1"
     state_at_kill, deadline = None, time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -232,9 +232,9 @@ def distilled(tmp_path_factory):
             state_at_kill = (killed[0].returncode, read_state(round_dir))
             break
         time.sleep(0.01)
-    straight = finish(straight, timeout=420)
+    straight = finish(straight, timeout=900)  # it may wait for a slot first
     resumed = finish(start([KERAS_GEN, "distill", "--resume", "--out", str(root / "killed"), "--verbose", "0"],
-                           root, "resume", root), timeout=420)
+                           root, "resume", root, slot=True), timeout=900)
     return SimpleNamespace(root=root, straight=straight, killed=state_at_kill, resumed=resumed)
 
 

@@ -70,9 +70,9 @@ def kill_and_resume(tmp_path_factory, tiny_train_runs):
     for name, job in jobs.items():
         results[name] = tiny_train_runs.result(name)
         cmd = [KERAS_GEN, "train", tiny_train_runs.kind(name), "--resume", "--verbose", "0", "--out", str(job["dir"])]
-        resumes[name] = start(cmd, root, f"{name}_resume", root)
+        resumes[name] = start(cmd, root, f"{name}_resume", root, slot=True)
     return {name: SimpleNamespace(straight=results[name], killed=killed_state.get(name),
-                                  resume=finish(resumes[name], timeout=600), straight_dir=results[name].out,
+                                  resume=finish(resumes[name], timeout=1200), straight_dir=results[name].out,
                                   killed_dir=jobs[name]["dir"])
             for name in jobs}
 

@@ -1,21 +1,21 @@
 """The tutorial scripts run end to end with the tiny presets and write their figures.
 
 Each script runs as a reader would run it (`python tutorials/0N_*.py --preset tiny --out DIR`), in
-its own interpreter, on the cached real MNIST (`make test` fetches it first). They run side by
-side: most of their time is TensorFlow's import and tracing. Only the tutorials whose tests are
-selected run (`-k 05` runs tutorial 05 alone).
+its own interpreter, on the cached real MNIST (`make test` fetches it first). Each runs when a test
+first needs it, so only the selected ones run (`-k 05` runs tutorial 05 alone); every test names
+its tutorial in its id, which tests/conftest.py reads to make each tutorial a unit of work.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+import subprocess_jobs
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,41 +59,30 @@ FIGURES = {
 }
 
 
-def selected_tutorials(request):
-    """The tutorials the session's selected tests need (all of them unless -k narrowed it)."""
-    names = set()
-    for item in request.session.items:
-        if item.module is request.module:
-            params = getattr(item, "callspec", None)
-            names.add(params.params["name"] if params else "04_trilemma")
-    return [name for name in FIGURES if name in names]
+class TutorialRuns(dict):
+    """{name: run}: a tutorial runs (in a child process) when a test first asks for it, so that
+    each worker runs only the tutorials of the tests it was given (tests/conftest.py makes each
+    tutorial a unit of work), in a slot (subprocess_jobs.SLOTS): not all at once on two cores."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, name):
+        started = time.perf_counter()
+        job = subprocess_jobs.start(
+            [sys.executable, TUTORIALS / f"{name}.py", "--preset", "tiny", "--out", self.root / name],
+            self.root, name, self.root, env={"MPLBACKEND": "Agg"}, slot=True)
+        run = subprocess_jobs.finish(job, timeout=1200)  # the wait for a slot included
+        self[name] = SimpleNamespace(rc=run.rc, stdout=run.stdout, stderr=run.stderr,
+                                     seconds=time.perf_counter() - started, out=self.root / name)
+        return self[name]
 
 
 @pytest.fixture(scope="module")
-def tutorial_runs(tmp_path_factory, request):
-    """Every selected tutorial run once with --preset tiny; {name: (rc, stdout, stderr, seconds, out)}."""
-    root = tmp_path_factory.mktemp("tutorials")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
-    jobs = {}
-    for name in selected_tutorials(request):
-        out = root / name
-        stdout, stderr = root / f"{name}.stdout", root / f"{name}.stderr"
-        with open(stdout, "w") as fo, open(stderr, "w") as fe:
-            process = subprocess.Popen(
-                [sys.executable, str(TUTORIALS / f"{name}.py"), "--preset", "tiny", "--out", str(out)],
-                stdout=fo, stderr=fe, cwd=root, env=env)
-        jobs[name] = (process, time.perf_counter(), stdout, stderr, out)
-    runs = {}
-    for name, (process, started, stdout, stderr, out) in jobs.items():
-        try:
-            rc = process.wait(timeout=600)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            rc = "timeout"
-        runs[name] = SimpleNamespace(rc=rc, stdout=stdout.read_text(), stderr=stderr.read_text(),
-                                     seconds=time.perf_counter() - started, out=out)
-    return runs
+def tutorial_runs(tmp_path_factory):
+    """Each tutorial run once with --preset tiny, on first use; {name: (rc, stdout, stderr, seconds, out)}."""
+    return TutorialRuns(tmp_path_factory.mktemp("tutorials"))
 
 
 @pytest.mark.parametrize("name", list(FIGURES))
@@ -109,10 +98,11 @@ def test_tutorial_runs_and_writes_its_figures(tutorial_runs, name):
     assert written == sorted(FIGURES[name])  # the list above is complete
 
 
-def test_trilemma_tutorial_reports_every_shipped_model(tutorial_runs):
+@pytest.mark.parametrize("name", ["04_trilemma"])  # the id lets -k 04 select it with its run
+def test_trilemma_tutorial_reports_every_shipped_model(tutorial_runs, name):
     import json
 
-    run = tutorial_runs["04_trilemma"]
+    run = tutorial_runs[name]
     assert run.rc == 0, run.stderr[-3000:]
     report = json.loads((run.out / "report.json").read_text())
     assert [r["label"] for r in report["rows"]] == ["vae (VAE)", "dcgan (DCGAN)", "ddpm DDIM 5", "ddpm DDIM 10"]
