@@ -24,16 +24,16 @@ STABILITY = REPO / "benchmarks" / "results" / "stability" / "stability.json"
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("exports", nargs="*", help="exports to tabulate (default: the shipped ones)")
+    parser.add_argument("exports", nargs="*", help="exports to tabulate (default: the shipped unconditional MNIST ones)")
     parser.add_argument("--stability", default=str(STABILITY), help="stability summary JSON")
     parser.add_argument("--readme", default=str(REPO / "README.md"), help="markdown file to write the table into")
     parser.add_argument("--figure", default=str(REPO / "docs" / "figures" / "families.png"))
     args = parser.parse_args(argv)
 
     from keras_gen.evaluation import write_families
-    from keras_gen.zoo import shipped_models
+    from keras_gen.zoo import family_models
 
-    table, _ = write_families(args.readme, args.exports or [model.path for model in shipped_models()], args.stability, args.figure)
+    table, _ = write_families(args.readme, args.exports or [model.path for model in family_models()], args.stability, args.figure)
     print(table)
     print(f"\nwrote the table to {args.readme} and the figure to {args.figure}")
 

@@ -119,6 +119,13 @@ def shipped_models() -> list[ShippedModel]:
     return sorted(models.values(), key=lambda m: (order.get(m.kind, len(order)), m.name))
 
 
+def family_models() -> list[ShippedModel]:
+    """The shipped unconditional MNIST models: what the families table compares (one dataset and
+    one task, as its stability sweep and likelihoods are MNIST's), without the zoo's conditional
+    and Fashion-MNIST exports."""
+    return [model for model in shipped_models() if model.dataset == "mnist" and model.num_classes is None]
+
+
 def find_shipped_model(name: str) -> ShippedModel:
     """The shipped model called ``name``; UnknownModelName listing the names otherwise."""
     models = {model.name: model for model in shipped_models()}

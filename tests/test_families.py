@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from keras_gen.evaluation import family_rows, families_table, write_families
-from keras_gen.zoo import shipped_models
+from keras_gen.zoo import family_models
 from keras_gen.evaluation.model_card import markers
 from keras_gen.models.kinds import get_model_kind, model_kinds
 
@@ -126,7 +126,7 @@ def test_writing_twice_changes_nothing_and_leaves_the_rest_of_the_file(tmp_path)
 
 
 def test_the_committed_table_holds_the_committed_assets_and_stability_summary(tmp_path):
-    exports = [model.path for model in shipped_models()]
+    exports = [model.path for model in family_models()]
     stability = json.loads(STABILITY.read_text())
     rows = family_rows(exports, stability)
     assert {row["kind"] for row in rows} == {json.loads((p / "assets" / "keras_gen.json").read_text())["kind"]

@@ -34,7 +34,7 @@ import tensorflow as tf
 import keras_gen
 from keras_gen import plotting
 from keras_gen.evaluation import families_table, family_rows
-from keras_gen import shipped_models
+from keras_gen.zoo import family_models
 from keras_gen.likelihood import vae_bounds
 from keras_gen.models.flow import AffineCoupling, Squeeze, bits_per_dim, dequantize
 
@@ -65,7 +65,7 @@ test_images = keras_gen.load_dataset("mnist", "test")[0][:settings["test_n"]]
 
 # %%
 stability = json.loads(STABILITY.read_text()) if STABILITY.exists() else {}
-rows = family_rows([model.path for model in shipped_models()], stability)
+rows = family_rows([model.path for model in family_models()], stability)  # MNIST, unconditional
 print(families_table(rows))
 plotting.families_chart(rows, out / "07_families.png")
 
