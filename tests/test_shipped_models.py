@@ -28,6 +28,9 @@ EXPORTS = {"vae": "vae", "dcgan": "dcgan", "ddpm": "ddpm", "flow": "flow", "late
            "vae_conditional": "vae", "dcgan_conditional": "dcgan", "fashion_dcgan": "dcgan",
            "fashion_latent_ddpm": "latent_ddpm"}
 FASHION = ("fashion_dcgan", "fashion_latent_ddpm")  # the others model MNIST
+# sample_class images per conditional kind: the one-pass models' class accuracy is ~0.92-0.95
+# (README), the latent DDPM's 0.999, so they are judged on more images.
+CLASS_N = {"vae": 32, "dcgan": 32, "latent_ddpm": 8}
 CONDITIONAL = tuple(export for export in EXPORTS if export.endswith("_conditional"))
 DIFFUSION = ("ddpm", "latent_ddpm")
 STUDENTS = ("distilled_latent",)  # distilled few-step diffusion: DDIM at their own steps only
@@ -53,8 +56,8 @@ def served_calls():
     calls["ddpm/ddim5"] = export_call("sample_ddim", export="ddpm", output="images", num_images=4, seed=0, steps=5)
     for export in CONDITIONAL:
         guidance = {"guidance": 3.0} if EXPORTS[export] in DIFFUSION else {}  # the DDPM's default, required
-        calls[f"{export}/class7"] = export_call("sample_class", export=export, output="images", num_images=8,
-                                                seed=0, label=7, **guidance)
+        calls[f"{export}/class7"] = export_call("sample_class", export=export, output="images",
+                                                num_images=CLASS_N[EXPORTS[export]], seed=0, label=7, **guidance)
     return calls
 
 
@@ -92,13 +95,14 @@ def test_shipped_model_serves_without_keras_gen(served, export):
     if export in CONDITIONAL:
         assert "sample_class" in result["exports"][export]["signatures"]
         sevens = arrays[f"{export}/class7"]
-        assert list(sevens.shape) == [8, 28, 28, 1] and not np.array_equal(sevens, a)
+        assert list(sevens.shape) == [CLASS_N[EXPORTS[export]], 28, 28, 1]
+        assert not np.array_equal(sevens[:len(a)], a[:len(sevens)])
 
 
 @pytest.mark.parametrize("export", CONDITIONAL)
 def test_shipped_class_samples_are_the_requested_digit(served, export):
     """Each conditional export's sample_class(label=7), served without keras_gen, draws sevens
-    (the shipped classifier's verdict on 8 images)."""
+    (the shipped classifier's verdict on CLASS_N images)."""
     from keras_gen.evaluation import load_classifier
 
     predicted = load_classifier("mnist").probs(served.arrays[f"{export}/class7"]).argmax(axis=1)
