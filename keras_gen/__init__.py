@@ -54,6 +54,7 @@ _LAZY = {
     # shipped models by name
     "from_preset": "keras_gen.zoo",
     "shipped_models": "keras_gen.zoo",
+    "family_models": "keras_gen.zoo",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

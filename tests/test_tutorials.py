@@ -119,12 +119,12 @@ def test_families_tutorial_checks_the_flow_and_prints_the_recorded_table(tutoria
     import re
 
     from keras_gen.evaluation import families_table, family_rows
-    from keras_gen.zoo import shipped_models
+    from keras_gen.zoo import family_models
 
     run = tutorial_runs[name]
     assert run.rc == 0, run.stderr[-3000:]
     stability = TUTORIALS.parent / "benchmarks" / "results" / "stability" / "stability.json"
-    assert families_table(family_rows([m.path for m in shipped_models()], json.loads(stability.read_text()))) in run.stdout
+    assert families_table(family_rows([m.path for m in family_models()], json.loads(stability.read_text()))) in run.stdout
     layer, brute = map(float, re.search(r"layer (\S+), brute force (\S+)", run.stdout).groups())
     assert abs(layer - brute) < 1e-6  # the coupling's sum(s) is its Jacobian's log-determinant
     assert "uniform density: 8.000 bits/dim" in run.stdout

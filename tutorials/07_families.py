@@ -34,7 +34,7 @@ import tensorflow as tf
 import keras_gen
 from keras_gen import plotting
 from keras_gen.evaluation import families_table, family_rows
-from keras_gen.zoo import family_models
+from keras_gen import family_models
 from keras_gen.likelihood import vae_bounds
 from keras_gen.models.flow import AffineCoupling, Squeeze, bits_per_dim, dequantize
 
