@@ -160,7 +160,8 @@ def cmd_distill(args):
     from keras_gen.zoo import resolve_model_path
     overrides = {k: getattr(args, k) for k in ("epochs", "limit", "batch_size", "learning_rate", "dataset", "seed")
                  if getattr(args, k) is not None}
-    if args.resume and (overrides or args.from_steps or args.preset or args.teacher):
+    data_options = {k: getattr(args, k) for k in ("data", "teacher_samples") if getattr(args, k) is not None}
+    if args.resume and (overrides or data_options or args.from_steps or args.preset or args.teacher):
         raise CLIError("--resume continues the distillation with the settings it was started with; drop "
                        "the teacher and the other options")
     if not args.resume and not args.teacher:
@@ -168,7 +169,7 @@ def cmd_distill(args):
     teacher = args.teacher and resolve_model_path(args.teacher)
     record = distill(teacher, args.out, to_steps=args.to_steps, from_steps=args.from_steps,
                      preset=args.preset or "cpu", resume=args.resume, fid_n=args.fid_n, verbose=args.verbose,
-                     checkpoint_every=args.checkpoint_every, **overrides)
+                     checkpoint_every=args.checkpoint_every, **data_options, **overrides)
     print(f"distillation in {args.out}:")
     for r in record["records"]:
         fid = "" if r.get("fid") is None else f"  FID {r['fid']:.1f} (n={r['n']})"
@@ -367,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--seed", type=seed_int)
     distill.add_argument("--fid-n", type=count_int, default=1000,
                          help="samples per classifier-FID measurement after each round (0: none; default 1000)")
+    distill.add_argument("--data", choices=["dataset", "teacher"],
+                         help="what the rounds noise: the training images (default), or samples the teacher "
+                              "draws first (no data needed; distils an export that lacks its encoder)")
+    distill.add_argument("--teacher-samples", type=positive_int,
+                         help="with --data teacher: how many samples it draws (default 10000)")
     distill.add_argument("--resume", action="store_true", help="continue the distillation in --out")
     distill.add_argument("--checkpoint-every", type=positive_int, default=500)
     distill.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])

@@ -8,6 +8,13 @@ measured (``fid_n`` samples, the evaluation's protocol) and appended to ``<out>/
 ``<out>/fid_vs_steps.png`` draws FID against steps for the teacher (DDIM on the same trailing grid)
 and the students. ``resume=True`` skips finished rounds and resumes the unfinished one, with the
 settings the distillation was started with (``<out>/distill.json``).
+
+``data="teacher"`` distils without data: before the first round the first teacher draws
+``teacher_samples`` points of its diffusion space with deterministic DDIM at ``from_steps`` (the
+sampler the rounds compress), saved in ``<out>/teacher_data/`` chunk by chunk (a kill loses one
+chunk), and every round noises those instead of training images (``ProgressiveDistillation``'s
+``data_bank``). It is what distils an export that lacks a layer ``diffusion_data`` reads (a latent
+DDPM's encoder), and it trains the student where the teacher's own samples live.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from keras_gen.files import atomic_write_bytes, save_keras_atomically
 
 SETTINGS = "distill.json"
 ROUNDS = "rounds.json"
+TEACHER_DATA = "teacher_data"
+DATA_SOURCES = ("dataset", "teacher")
+TEACHER_DATA_SEED = 1_000_000  # the bank's noise seeds start here, away from the FID runs' (0, 250, ...)
 
 
 def round_steps(from_steps: int, to_steps: int) -> list[int]:
@@ -69,9 +79,50 @@ def teacher_from_export(export):
                 f"{export} does not hold the weights of {what}: an export keeps only what sampling "
                 "reads, and distillation encodes its training images with it, so rebuilt from the export "
                 "it would keep its random initial weights and every round would train on meaningless "
-                "data. Distil from the training run's model.keras instead: `keras-gen distill "
-                "RUN/model.keras` (or the run folder: `keras-gen distill RUN`).")
+                "data. Distil from the training run's model.keras instead (`keras-gen distill "
+                "RUN/model.keras`), or on the teacher's own samples: add `--data teacher`.")
     return model
+
+
+def _write_npy(path: Path, array):
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def teacher_data(out: Path, teacher_file: Path, n: int, steps: int, chunk: int = 500) -> Path:
+    """``<out>/teacher_data.npy``: n deterministic DDIM samples (``steps`` trailing steps) of the
+    teacher in its diffusion space, drawn chunk by chunk into ``<out>/teacher_data/`` (chunk k
+    from noise seed TEACHER_DATA_SEED + k * chunk), so an interrupted draw resumes at its first
+    missing chunk."""
+    import keras
+    import numpy as np
+
+    from keras_gen.models.distillation import load_teacher, trailing_diffusion_samples
+
+    target = out / f"{TEACHER_DATA}.npy"
+    if target.exists():
+        return target
+    parts = out / TEACHER_DATA
+    parts.mkdir(exist_ok=True)
+    starts = list(range(0, n, chunk))
+    missing = [i for i in starts if not (parts / f"{i:07d}.npy").exists()]
+    if missing:
+        print(f"drawing {n} samples of the teacher (DDIM, {steps} steps) to distil on: {len(missing)} of "
+              f"{len(starts)} chunks to go")
+        teacher = load_teacher(teacher_file)
+        bar = keras.utils.Progbar(len(starts), unit_name="chunk")
+        bar.update(len(starts) - len(missing))
+        for i in missing:
+            x = trailing_diffusion_samples(teacher, min(chunk, n - i), steps, TEACHER_DATA_SEED + i)
+            _write_npy(parts / f"{i:07d}.npy", np.asarray(x, np.float32))
+            bar.add(1)
+    _write_npy(target, np.concatenate([np.load(parts / f"{i:07d}.npy") for i in starts]))
+    return target
 
 
 def teacher_keras_file(teacher, out: Path, rebuilt=None) -> Path:
@@ -173,7 +224,7 @@ def _record_lineage(export, record: dict):
 
 def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, preset: str = "cpu",
             resume: bool = False, fid_n: int = 1000, verbose: int = 1, checkpoint_every: int = 500,
-            **overrides) -> dict:
+            data: str = "dataset", teacher_samples: int = 10_000, **overrides) -> dict:
     """Run (or, with ``resume``, continue) the distillation rounds; returns the rounds record.
 
     Args:
@@ -183,8 +234,11 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
             preset's ``from_steps``); it must be ``to_steps`` doubled one or more times.
         preset: the "distilled" kind's preset for every round ("cpu" or "tiny").
         fid_n: samples per classifier-FID measurement after each round (0: none).
+        data: "dataset" (noise the training images, as in the paper) or "teacher" (noise
+            ``teacher_samples`` samples of the first teacher: module docstring).
         overrides: preset keys to change for every round (epochs, limit, batch_size, ...).
     """
+    from keras_gen import sampling
     from keras_gen.export import is_export
     from keras_gen.models.distillation import load_teacher, trailing_samples
     from keras_gen.presets import get_preset
@@ -194,12 +248,17 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
     out = Path(out)
     rebuilt = None
     if not resume:  # every check, before anything is written
+        if data not in DATA_SOURCES:
+            raise ValueError(f"data must be one of {DATA_SOURCES}, got {data!r}")
+        if isinstance(teacher_samples, bool) or not isinstance(teacher_samples, int) or teacher_samples < 1:
+            raise ValueError(f"teacher_samples must be a positive integer, got {teacher_samples!r}")
         round_steps(from_steps or get_preset("distilled", preset, **overrides)["from_steps"], to_steps)
         _check_teacher_path(teacher)
         if is_export(teacher):
-            rebuilt = teacher_from_export(teacher)
+            rebuilt = (sampling.model_from_export(teacher) if data == "teacher" else teacher_from_export(teacher))
     settings = _load_settings(out, dict(teacher=str(teacher), to_steps=to_steps, from_steps=from_steps,
-                                        preset=preset, fid_n=fid_n, overrides=overrides), resume)
+                                        preset=preset, fid_n=fid_n, data=data, teacher_samples=teacher_samples,
+                                        overrides=overrides), resume)
     base = get_preset("distilled", settings["preset"], **settings["overrides"])
     from_steps = settings["from_steps"] or base["from_steps"]
     steps_per_round = round_steps(from_steps, settings["to_steps"])
@@ -221,13 +280,17 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
             record["records"].append({"model": "teacher", "steps": steps, **measure_fid(
                 lambda n, seed: trailing_samples(first_teacher, n, steps, seed), settings["fid_n"], dataset)})
             atomic_write_bytes(rounds_path, json.dumps(record, indent=2).encode())
+    bank = None
+    if settings.get("data", "dataset") == "teacher":
+        bank = teacher_data(out, teacher_file, settings["teacher_samples"], from_steps)
     previous = teacher_file
     for k, steps in enumerate(steps_per_round, start=1):
         folder = _round_dir(out, k, steps)
         if not (folder / "summary.json").exists():
             config = get_preset("distilled", settings["preset"], teacher=str(previous), steps=steps,
                                 data_mode=first_config.get("data_mode", "pad"),
-                                data_kind=first_config["data_kind"], **settings["overrides"])
+                                data_kind=first_config["data_kind"], teacher_data=bank and str(bank),
+                                **settings["overrides"])
             # resumed only from a checkpoint: a round killed before its first one starts again
             started = (RunFolder(folder).resume_dir / "state.json").is_file()
             print(f"round {k}/{len(steps_per_round)}: {2 * steps} -> {steps} steps ({folder})")

@@ -191,6 +191,32 @@ def test_targets_outside_the_data_range_are_clipped_unless_asked_not_to():
     np.testing.assert_array_equal(targets[True], 1.0)
 
 
+def test_a_data_bank_replaces_the_training_batch(monkeypatch, tmp_path):
+    """With a bank of the teacher's samples (distill's ``data="teacher"``) the loss noises rows of
+    the bank, whatever the batch holds; a bank of another shape is refused."""
+    from keras_gen.models.distillation import load_data_bank
+
+    keras.utils.set_random_seed(4)
+    teacher = tiny_ddpm(ddim_steps=4)
+    bank = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 1)).astype("float32")
+    distillation = ProgressiveDistillation(teacher, make_student(teacher, 2, seed=0), seed=0, data_bank=bank)
+    seen = []
+    original = teacher.schedule.q_sample
+    monkeypatch.setattr(teacher.schedule, "q_sample", lambda x0, t, noise: seen.append(x0) or original(x0, t, noise))
+    loss = distillation.distillation_loss(tf.fill((8, 32, 32, 1), 5.0), training=False)
+    assert np.isfinite(float(loss))
+    [x0] = seen
+    assert x0.shape == (8, 32, 32, 1)
+    for row in x0.numpy():
+        assert any(np.array_equal(row, b) for b in bank)
+    path = tmp_path / "bank.npy"
+    np.save(path, bank[:, :16, :16])
+    with pytest.raises(ValueError, match="diffusion space"):
+        load_data_bank(path, teacher)
+    np.save(path, bank)
+    np.testing.assert_array_equal(load_data_bank(path, teacher), bank)
+
+
 def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
     keras.utils.set_random_seed(2)
     teacher = tiny_ddpm(ddim_steps=3)

@@ -137,15 +137,20 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
             of T = 1000): the shipped eps teacher's targets there spread over [-4.3, 8.7] and
             dominated the loss, while moving x~ by d moves the student's next point by only
             ~0.003 d. Clipping keeps those points from swamping the others.
+        data_bank: optional (N, ...) array of clean points in the teacher's diffusion space (its
+            own samples: keras_gen.distill's ``data="teacher"``). Given, each step noises rows
+            drawn from it instead of the training batch (which then only sets the batch size):
+            distillation needs no data beyond what the teacher generates, and no encoder.
     """
 
     kind = "distilled"
 
     def __init__(self, teacher: DDPM, student: Distilled, seed=None, clip_teacher_x0=True, clip_target=True,
-                 **kwargs):
+                 data_bank=None, **kwargs):
         super().__init__(**kwargs)
         if teacher.schedule != student.schedule:
             raise ValueError(f"teacher and student need one schedule, got {teacher.schedule} and {student.schedule}")
+        self.data_bank = None if data_bank is None else tf.constant(data_bank, tf.float32)
         self.teacher, self.student = teacher, student
         self.teacher.trainable = False
         self.steps = int(student.ddim_steps)
@@ -195,9 +200,15 @@ class ProgressiveDistillation(OptimizerBuiltOnCompile, keras.Model):
     def distillation_loss(self, x0, training=True):
         """MSE of the student's prediction against the distillation target, at grid points i drawn
         uniformly from 1..N. ``x0``: a training batch, in the teacher's data space after its
-        ``diffusion_data`` (a latent teacher's latents)."""
-        x0 = self.teacher.diffusion_data(x0)
+        ``diffusion_data`` (a latent teacher's latents), or, with a ``data_bank``, as many of its
+        rows, drawn at random."""
         batch = ops.shape(x0)[0]
+        if self.data_bank is None:
+            x0 = self.teacher.diffusion_data(x0)
+        else:
+            rows = keras.random.randint((batch,), 0, ops.shape(self.data_bank)[0], seed=self.seed_generator,
+                                        dtype="int32")
+            x0 = ops.take(self.data_bank, rows, axis=0)
         i = keras.random.randint((batch,), 1, self.steps + 1, seed=self.seed_generator, dtype="int32")
         noise = keras.random.normal(ops.shape(x0), seed=self.seed_generator)
         t0 = samplers.trailing_grid_point(i, self.steps, self.teacher.schedule.timesteps)
@@ -244,6 +255,21 @@ def load_teacher(path) -> DDPM:
     return float32_model(teacher)
 
 
+def load_data_bank(path, teacher: DDPM):
+    """The teacher's samples saved at ``path`` (keras_gen.distill, ``data="teacher"``), checked
+    against the teacher's diffusion shape; None without a path (the rounds train on data)."""
+    import numpy as np
+
+    if not path:
+        return None
+    bank = np.load(path)
+    shape = tuple(teacher.noise(1, 0).shape[1:])
+    if bank.ndim != 4 or bank.shape[1:] != shape or not np.isfinite(bank).all():
+        raise ValueError(f"{path} holds {bank.shape} {bank.dtype} samples, not finite points of the "
+                         f"teacher's diffusion space {shape}: draw them again (delete the file and --resume)")
+    return bank
+
+
 @register_model_kind
 class DistilledKind(DDPMKind):
     """The contract of a distillation round: it trains `ProgressiveDistillation` and saves, exports
@@ -282,7 +308,8 @@ class DistilledKind(DDPMKind):
                              f"got {steps!r}")
         student = make_student(teacher, steps, config.get("prediction", "v"), config.get("ema_decay"),
                                seed=config["seed"])
-        return ProgressiveDistillation(teacher, student, seed=config["seed"])
+        return ProgressiveDistillation(teacher, student, seed=config["seed"],
+                                       data_bank=load_data_bank(config.get("teacher_data"), teacher))
 
     def servable(self, model):
         return model.student
@@ -316,10 +343,14 @@ class DistilledKind(DDPMKind):
                      row=dict(sampler="ddim", steps=steps, eta=0.0))], []
 
 
-def trailing_samples(ddpm: DDPM, n: int, steps: int, seed: int = 0):
-    """n deterministic DDIM samples of any DDPM on the trailing grid of ``steps`` steps: what a
-    student of steps / 2 steps learns to match."""
+def trailing_diffusion_samples(ddpm: DDPM, n: int, steps: int, seed: int = 0):
+    """n deterministic DDIM samples of any DDPM on the trailing grid of ``steps`` steps, in its
+    diffusion space (a latent DDPM's latents): what a student of steps / 2 steps learns to match."""
     x_T = ddpm.noise(n, seed)
-    x0 = samplers.sample(ddpm.eps_fn(), x_T, ddpm.schedule, sampler="ddim", steps=steps, eta=0.0, seed=seed,
-                         progress=False, prediction=ddpm.prediction, spacing="trailing")
-    return ddpm.to_images(x0).numpy()
+    return samplers.sample(ddpm.eps_fn(), x_T, ddpm.schedule, sampler="ddim", steps=steps, eta=0.0, seed=seed,
+                           progress=False, prediction=ddpm.prediction, spacing="trailing")
+
+
+def trailing_samples(ddpm: DDPM, n: int, steps: int, seed: int = 0):
+    """The images of `trailing_diffusion_samples`."""
+    return ddpm.to_images(trailing_diffusion_samples(ddpm, n, steps, seed)).numpy()
