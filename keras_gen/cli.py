@@ -508,8 +508,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra, args.command_line = extra, command_line
     try:
-        if args.command != "data":  # `data` needs TensorFlow only to fetch through tfds
-            import_tensorflow_quietly()
+        import_tensorflow_quietly()  # every command imports it (keras_gen.data's pipeline too)
         args.func(args)
     except KeyboardInterrupt:
         print("keras-gen: interrupted", file=sys.stderr)
