@@ -257,14 +257,14 @@ def cmd_demo(args):
     by_dataset: dict[str, list[Path]] = {}
     for model in shipped:
         by_dataset.setdefault(model.dataset, []).append(model.path)
-    written = []
+    written, samplers = [], {}
     for dataset in by_dataset:
         images, _ = load_dataset(dataset, "train")
         real_grid = out / f"{dataset}_training_images.png"
         image_grid(images[:64], real_grid, title=f"{dataset}: 64 training images")
         written.append(real_grid)
     for model in shipped:
-        sampler = load_sampler(model.path)
+        sampler = samplers[model.path] = load_sampler(model.path)
         start = time.perf_counter()
         samples = sampler(64, args.seed)
         seconds = time.perf_counter() - start
@@ -279,7 +279,7 @@ def cmd_demo(args):
         evaluate_paths([str(p) for p in paths], n=args.n, ddim_steps=tuple(args.ddim_steps),
                        ddpm_full=False, report_dir=report_dir, json_path=report_dir / "report.json",
                        dataset=dataset, batch_size=min(args.n, 250), speed_repeats=1, seed=args.seed,
-                       command=args.command_line)
+                       command=args.command_line, samplers=samplers)
         report_dirs.append(report_dir)
     print("\nwrote:")
     for path in written + [p for d in report_dirs for p in sorted(d.glob("*"))]:

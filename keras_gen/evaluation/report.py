@@ -121,13 +121,13 @@ def _print_plan(log, planned):
     log(f"  {'total sampling':<32} {'':<15}~{total / 60:6.1f} min (plus scoring)")
 
 
-def _load(paths):
+def _load(paths, samplers=None):
     from keras_gen.sampling import load_sampler
 
     loaded, names = [], set()
     for path in paths:
         path = Path(path)
-        sampler = load_sampler(path)
+        sampler = (samplers or {}).get(path) or load_sampler(path)
         name = path.name[:-len(".keras")] if path.name.endswith(".keras") else path.name
         base, i = name, 2
         while name in names:
@@ -158,7 +158,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
                    speed_repeats: int = 3, references: bool = True, ddpm_full: bool = True,
                    ddpm_full_n: int | None = None,
                    kid_subsets: int = 100, kid_subset_size: int = 1000, command: str | None = None,
-                   verbose: bool = True) -> dict:
+                   verbose: bool = True, samplers: dict | None = None) -> dict:
     """Score exported generators on the three axes of the trilemma and write the report.
 
     Args:
@@ -187,6 +187,8 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
         command: the command line that ran this evaluation, for the report and its page
             (default: this process's, sys.argv).
         verbose: print progress and the table.
+        samplers: {Path: keras_gen.sampling.Sampler} already loaded for some of ``paths``, used
+            instead of loading them again (an export takes seconds to load).
     Returns: the report dict (also what the JSON holds): dataset, n, classifier, rows,
         references, notes, command, machine, ...
     """
@@ -200,7 +202,7 @@ def evaluate_paths(paths, n: int = 10000, ddim_steps=DEFAULT_DDIM_STEPS, json_pa
     if not 1 <= batch_size <= 4096:
         raise ValueError(f"batch_size must be in [1, 4096], got {batch_size}")
     log = print if verbose else (lambda *a, **k: None)
-    loaded = _load(paths)
+    loaded = _load(paths, samplers)
     dataset, notes = _dataset_of(loaded, dataset)
     classifier = load_classifier(dataset)
     real = real_reference(dataset, classifier=classifier, n=n_real)
