@@ -217,6 +217,32 @@ def test_a_data_bank_replaces_the_training_batch(monkeypatch, tmp_path):
     np.testing.assert_array_equal(load_data_bank(path, teacher), bank)
 
 
+def test_the_teachers_samples_are_drawn_in_chunks_that_survive_a_kill(tmp_path, monkeypatch):
+    """keras_gen.distill.teacher_data: chunk k holds the teacher's DDIM samples from seed
+    TEACHER_DATA_SEED + k * chunk; a draw interrupted after some chunks redraws only the missing ones."""
+    import keras_gen.models.distillation as distillation
+    from keras_gen.distill import TEACHER_DATA_SEED, teacher_data
+
+    keras.utils.set_random_seed(6)
+    teacher_file = tmp_path / "teacher.keras"
+    tiny_ddpm(ddim_steps=2).save(teacher_file)
+    bank = np.load(teacher_data(tmp_path, teacher_file, n=5, steps=2, chunk=2))
+    teacher = distillation.load_teacher(teacher_file)
+    expected = np.concatenate([distillation.trailing_diffusion_samples(teacher, k, 2, TEACHER_DATA_SEED + i)
+                               for i, k in ((0, 2), (2, 2), (4, 1))])
+    assert bank.shape == (5, 32, 32, 1)
+    np.testing.assert_allclose(bank, expected, rtol=0, atol=1e-5)
+
+    (tmp_path / "teacher_data.npy").unlink()  # as if killed after chunks 0 and 2 of 3
+    (tmp_path / "teacher_data" / "0000004.npy").unlink()
+    drawn = []
+    real = distillation.trailing_diffusion_samples
+    monkeypatch.setattr(distillation, "trailing_diffusion_samples",
+                        lambda model, n, steps, seed: drawn.append(seed) or real(model, n, steps, seed))
+    np.testing.assert_array_equal(np.load(teacher_data(tmp_path, teacher_file, n=5, steps=2, chunk=2)), bank)
+    assert drawn == [TEACHER_DATA_SEED + 4]
+
+
 def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
     keras.utils.set_random_seed(2)
     teacher = tiny_ddpm(ddim_steps=3)
