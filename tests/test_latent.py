@@ -103,6 +103,28 @@ def test_the_prior_is_fitted_on_frozen_first_stage_weights(models, mnist_sample)
     assert "sample_class" in ldm.serving_endpoints() and ldm.conditioning.num_classes == 10
 
 
+def test_a_v_predicting_prior_trains_and_samples_through_the_kind(cli_runs, mnist_sample):
+    """`--prediction v` (and `--schedule cosine`) on a latent DDPM: the kind builds it on the
+    first stage (the pixel DDPM's target conversions apply to latents unchanged), fit runs and its
+    DDIM samples are finite digits in [0, 1]; `--data-mode` stays refused."""
+    from keras_gen.models.latent import LatentDDPMKind
+
+    ae_run, _ = cli_runs
+    kind = LatentDDPMKind()
+    config = get_preset("latent_ddpm", "tiny", seed=0, prediction="v", schedule="cosine", first_stage=str(ae_run.out))
+    kind.check_config(config)
+    model = kind.build(config)
+    assert model.prediction == "v" and model.schedule.kind == "cosine"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    history = model.fit(padded(mnist_sample[0][:64]).numpy(), batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    images = np.asarray(model.sample(3, seed=0, progress=False))
+    assert images.shape == (3, 28, 28, 1) and np.isfinite(images).all()
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    with pytest.raises(ValueError, match="--data-mode"):
+        kind.check_config({**config, "data_mode": "resize"})
+
+
 def test_cli_runs_of_both_stages(cli_runs, models):
     ae_run, ldm_run = cli_runs
     autoencoder, ldm = models
