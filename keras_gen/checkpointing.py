@@ -61,15 +61,16 @@ def write_history_csv(rows: list[dict], path: Path):
 
 
 def training_variables(model, extra_optimizers=None) -> dict[str, list]:
-    """Every variable training changes, by group: the model's, and each optimizer's.
+    """Every variable training changes, by group: the model's (``ModelKind.checkpointed_variables``),
+    and each optimizer's.
 
     Optimizers are those the model's kind names (``ModelKind.optimizers``; default the model's
     ``optimizer``) plus ``extra_optimizers`` ({name: optimizer}, e.g. a custom loop's); all must
     be built (see build_optimizers).
     """
-    from keras_gen.models.kinds import model_optimizers
+    from keras_gen.models.kinds import kind_of, model_optimizers
 
-    groups = {"model": list(model.variables)}
+    groups = {"model": kind_of(model).checkpointed_variables(model)}
     for name, optimizer in {**model_optimizers(model), **(extra_optimizers or {})}.items():
         groups[name] = list(optimizer.variables)
     return groups

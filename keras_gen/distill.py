@@ -169,17 +169,23 @@ def _round_dir(out: Path, k: int, steps: int) -> Path:
     return out / f"round_{k}_{2 * steps}_to_{steps}"
 
 
-def _load_settings(out: Path, settings: dict, resume: bool) -> dict:
-    path = out / SETTINGS
-    if path.exists():
+def _check_out(out: Path, resume: bool):
+    """Refuse an --out that the distillation may not write to (or, with resume, continue)."""
+    if (out / SETTINGS).exists():
         if not resume:
             raise ValueError(f"{out} holds a distillation already: pass --resume to continue it, or choose "
                              "a new --out")
-        return json.loads(path.read_text())
-    if resume:
+    elif resume:
         raise ValueError(f"--resume: {out} holds no distillation to continue ({SETTINGS} is missing)")
-    if out.exists() and any(out.iterdir()):
+    elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is a non-empty folder that is not a distillation: choose a new or empty --out")
+
+
+def _load_settings(out: Path, settings: dict, resume: bool) -> dict:
+    _check_out(out, resume)
+    path = out / SETTINGS
+    if path.exists():
+        return json.loads(path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(settings, indent=2).encode())
     return settings
@@ -247,6 +253,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
 
     out = Path(out)
     rebuilt = None
+    _check_out(out, resume)
     if not resume:  # every check, before anything is written
         if data not in DATA_SOURCES:
             raise ValueError(f"data must be one of {DATA_SOURCES}, got {data!r}")

@@ -260,15 +260,18 @@ def test_the_student_starts_as_the_teacher_and_refuses_a_conditional_teacher():
 
 
 @pytest.fixture(scope="module")
-def distilled(tmp_path_factory):
-    """One round (2 -> 1 steps) of `keras-gen distill` on a tiny teacher, run straight and run
-    again with a SIGKILL as soon as a mid-epoch checkpoint exists, then `--resume`d."""
+def distilled(tmp_path_factory, tiny_train_runs):
+    """One round (2 -> 1 steps) of `keras-gen distill --data teacher` on the session's tiny latent
+    DDPM export (conftest.tiny_train_runs "latent_ddpm": an export lacks the encoder, so the rounds
+    noise the teacher's own samples), run straight and run again with a SIGKILL as soon as a
+    mid-epoch checkpoint exists, then `--resume`d."""
     root = tmp_path_factory.mktemp("distill")
-    keras.utils.set_random_seed(3)
-    teacher = root / "teacher.keras"
-    tiny_ddpm(ddim_steps=2).save(teacher)
+    run = tiny_train_runs.result("latent_ddpm")
+    assert run.rc == 0, explain(run)
+    teacher = run.out / "saved_model"
     cmd = [KERAS_GEN, "distill", str(teacher), "--preset", "tiny", "--from-steps", "2", "--to-steps", "1",
-           "--fid-n", "0", "--verbose", "0", "--checkpoint-every", "3"]
+           "--fid-n", "0", "--verbose", "0", "--checkpoint-every", "3", "--data", "teacher",
+           "--teacher-samples", "5"]
     straight = start(cmd + ["--out", str(root / "straight")], root, "straight", root, slot=True)
     killed = start(cmd + ["--out", str(root / "killed")], root, "killed", root)  # no slot: killed early
     round_dir = root / "killed" / "round_1_2_to_1"
@@ -287,7 +290,8 @@ def distilled(tmp_path_factory):
     straight = finish(straight, timeout=900)  # it may wait for a slot first
     resumed = finish(start([KERAS_GEN, "distill", "--resume", "--out", str(root / "killed"), "--verbose", "0"],
                            root, "resume", root, slot=True), timeout=900)
-    return SimpleNamespace(root=root, straight=straight, killed=state_at_kill, resumed=resumed)
+    return SimpleNamespace(root=root, teacher=teacher, teacher_run=run.out, straight=straight,
+                           killed=state_at_kill, resumed=resumed)
 
 
 def test_distill_resumes_after_sigkill_with_the_same_weights(distilled):
@@ -308,25 +312,55 @@ def test_distill_resumes_after_sigkill_with_the_same_weights(distilled):
     assert record["records"][0]["wall_seconds"] > 0
 
 
+def test_the_teachers_own_samples_are_the_training_data(distilled):
+    """The bank is the rebuilt teacher's deterministic trailing DDIM samples at the recorded seeds;
+    each round's config names it; the batches that set the step count are still the latent kind's."""
+    from keras_gen.distill import TEACHER_DATA_SEED
+    from keras_gen.models.distillation import DistilledKind, trailing_diffusion_samples
+    from keras_gen.models.latent import LatentDDPMKind
+    from keras_gen.sampling import model_from_export
+
+    out = distilled.root / "straight"
+    bank = np.load(out / "teacher_data.npy")
+    expected = trailing_diffusion_samples(model_from_export(distilled.teacher), 5, 2, TEACHER_DATA_SEED)
+    assert bank.shape == (5, 8, 8, 2)
+    np.testing.assert_allclose(bank, expected.numpy(), rtol=0, atol=1e-5)
+    config = json.loads((out / "round_1_2_to_1" / "summary.json").read_text())["train_config"]
+    assert config["teacher_data"] == str(out / "teacher_data.npy")
+    assert config["data_kind"] == "latent_ddpm"  # [0, 1] digits, not the pixel DDPM's [-1, 1]
+    latent_batches = LatentDDPMKind().data_options(config)
+    assert DistilledKind().data_options(config) == latent_batches != DistilledKind().data_options({})
+
+
 def test_the_round_folder_holds_a_served_one_step_student(distilled, tmp_path):
+    """The student shares the teacher's decoder and scale, counts the decoder in network_passes,
+    records its lineage and serves its images without keras_gen."""
+    from keras_gen.evaluation import model_card
+    from keras_gen.models.latent import DistilledLatentDDPM
+
     folder = distilled.root / "straight" / "round_1_2_to_1"
     for output in ("model.keras", "history.csv", "samples.png", "teacher_vs_student.png", "summary.json",
                    "samples/epoch_001.png", "checkpoints/epoch_001.keras"):
         assert (folder / output).exists(), output
     info = read_export_info(folder / "saved_model")
-    assert info["kind"] == "distilled" and info["network_passes"] == 1
+    assert info["kind"] == "distilled_latent" and info["network_passes"] == 1 + 1  # one step, one decode
     assert info["config"]["prediction"] == "v" and info["config"]["teacher_steps"] == 2
     assert "sample_ddpm" not in info["signatures"]
     [round_1] = info["distillation"]["rounds"]  # the lineage and cost of the student
     assert round_1["steps"] == 1 and info["distillation"]["wall_seconds_total"] == round_1["wall_seconds"] > 0
-    from keras_gen.evaluation import model_card
     assert "over 1 rounds from the teacher" in model_card([folder / "saved_model"])
     student = keras.saving.load_model(folder / "model.keras")
-    assert isinstance(student, DistilledDDPM) and student.ddim_steps == 1
+    teacher = keras.saving.load_model(distilled.teacher_run / "model.keras")
+    assert isinstance(student, DistilledLatentDDPM) and student.ddim_steps == 1 and student.teacher_steps == 2
+    assert student.scale_factor == teacher.scale_factor
+    for got, want in zip(student.first_stage.decoder.get_weights(), teacher.first_stage.decoder.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert any(not np.array_equal(s, t) for s, t in zip(student.unet.get_weights(), teacher.ema_unet.get_weights()))
     calls = {"default": export_call("serving_default", output="images", num_images=3, seed=4)}
     served = check_export_in_child({"student": folder / "saved_model"}, calls, tmp_path,
                                    while_running=lambda: student.sample(3, 4, progress=False))
-    np.testing.assert_allclose(served.arrays["default"], served.expected, rtol=0, atol=1e-5)
+    assert served.arrays["default"].shape == (3, 28, 28, 1)
+    np.testing.assert_allclose(served.arrays["default"], served.expected, rtol=0, atol=2e-5)
 
 
 def test_distill_refuses_what_it_cannot_do(distilled, tmp_path):
@@ -337,11 +371,11 @@ def test_distill_refuses_what_it_cannot_do(distilled, tmp_path):
         with pytest.raises(ValueError, match="halved"):
             round_steps(*bad)
     with pytest.raises(ValueError, match="--resume"):  # an existing distillation is not overwritten
-        distill(distilled.root / "teacher.keras", distilled.root / "straight", preset="tiny", fid_n=0)
+        distill(distilled.teacher, distilled.root / "straight", preset="tiny", fid_n=0, data="teacher")
     with pytest.raises(ValueError, match="holds no distillation"):
         distill(None, tmp_path / "nothing", resume=True)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="not a distillation"):
-        distill(distilled.root / "teacher.keras", tmp_path / "foreign", preset="tiny", fid_n=0)
+        distill(distilled.teacher, tmp_path / "foreign", preset="tiny", fid_n=0, data="teacher")
     assert (tmp_path / "foreign" / "notes.txt").read_text() == "mine"

@@ -190,7 +190,7 @@ def test_an_export_lacks_the_encoder_and_distill_refuses_it(cli_runs, models, tm
     """An export keeps what sampling reads: a latent DDPM rebuilt from one gets its decoder and EMA
     U-Net back, not its encoder (nor its raw U-Net), and says so. `keras-gen distill`, which
     encodes its training images with that encoder, refuses the export before writing anything
-    (unless told to distil on the teacher's own samples: the next test)."""
+    (unless told to distil on the teacher's own samples: tests/test_distillation.py's CLI runs)."""
     from keras_gen.cli import main
     from keras_gen.export_weights import weight_names
     from keras_gen.sampling import model_from_export
@@ -216,50 +216,3 @@ def test_an_export_lacks_the_encoder_and_distill_refuses_it(cli_runs, models, tm
     assert "`keras-gen distill RUN/model.keras`" in err and "`--data teacher`" in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()  # nothing written, nothing trained
-
-
-
-def test_a_latent_export_distils_on_its_own_samples_into_a_served_few_step_student(cli_runs, models, tmp_path,
-                                                                                   capsys):
-    """`keras-gen distill EXPORT --data teacher` on a latent teacher: it first draws the teacher's
-    own latents (deterministic DDIM at the first teacher's steps, from fixed seeds) and its rounds
-    noise those (no encoder needed); the batches that set the step count are still the latent
-    kind's; the student shares the teacher's decoder and scale, counts the decoder in
-    network_passes and serves its images without keras_gen."""
-    from keras_gen.cli import main
-    from keras_gen.distill import TEACHER_DATA_SEED
-    from keras_gen.models.distillation import DistilledKind, trailing_diffusion_samples
-    from keras_gen.models.latent import DistilledLatentDDPM, LatentDDPMKind
-    from keras_gen.sampling import model_from_export
-
-    _, ldm_run = cli_runs
-    _, teacher = models
-    out = tmp_path / "distill"
-    rc = main(["distill", str(ldm_run.out / "saved_model"), "--out", str(out), "--preset", "tiny",
-               "--from-steps", "2", "--to-steps", "1", "--fid-n", "0", "--verbose", "0",
-               "--data", "teacher", "--teacher-samples", "5"])
-    assert rc == 0, capsys.readouterr().err
-    bank = np.load(out / "teacher_data.npy")
-    expected = trailing_diffusion_samples(model_from_export(ldm_run.out / "saved_model"), 5, 2, TEACHER_DATA_SEED)
-    assert bank.shape == (5, 8, 8, 2)
-    np.testing.assert_allclose(bank, expected.numpy(), rtol=0, atol=1e-5)
-    folder = out / "round_1_2_to_1"
-    config = json.loads((folder / "summary.json").read_text())["train_config"]
-    assert config["teacher_data"] == str(out / "teacher_data.npy")
-    assert config["data_kind"] == "latent_ddpm"  # [0, 1] digits, not the pixel DDPM's [-1, 1]
-    latent_batches = LatentDDPMKind().data_options(config)
-    assert DistilledKind().data_options(config) == latent_batches != DistilledKind().data_options({})
-    student = keras.saving.load_model(folder / "model.keras")
-    assert isinstance(student, DistilledLatentDDPM) and student.ddim_steps == 1 and student.teacher_steps == 2
-    assert student.scale_factor == teacher.scale_factor
-    for got, want in zip(student.first_stage.decoder.get_weights(), teacher.first_stage.decoder.get_weights()):
-        np.testing.assert_array_equal(got, want)
-    assert any(not np.array_equal(s, t) for s, t in zip(student.unet.get_weights(), teacher.ema_unet.get_weights()))
-    info = json.loads((folder / "saved_model/assets/keras_gen.json").read_text())
-    assert info["kind"] == "distilled_latent" and info["network_passes"] == 1 + 1  # one step, one decode
-    assert "sample_ddpm" not in info["signatures"]
-    calls = {"student": export_call("serving_default", output="images", num_images=3, seed=4)}
-    served = check_export_in_child({"student": folder / "saved_model"}, calls, tmp_path,
-                                   while_running=lambda: student.sample(3, 4, progress=False))
-    assert served.arrays["student"].shape == (3, 28, 28, 1)
-    np.testing.assert_allclose(served.arrays["student"], served.expected, rtol=0, atol=2e-5)

@@ -314,6 +314,14 @@ class DistilledKind(DDPMKind):
     def servable(self, model):
         return model.student
 
+    def checkpointed_variables(self, model):
+        """Not the frozen teacher's (nor a latent first stage the student shares with it): a resume
+        loads the teacher again from its file. A teacher rebuilt from an export holds weights the
+        export lacks (its raw U-Net, a latent encoder) drawn at random on every load; stored, they
+        would make a resumed round differ from an uninterrupted one in weights nothing uses."""
+        teacher = {id(v) for v in model.teacher.variables}
+        return [v for v in model.variables if id(v) not in teacher]
+
     def figures(self, model, config, out):
         """teacher_vs_student.png: the same seeds through the teacher at 2N steps and the student
         at N (top and bottom rows)."""

@@ -14,6 +14,8 @@ of model. Each family declares, in its own module, one ``ModelKind`` subclass re
 ``build(config)``         the model (a ``keras.Model`` with ``sample(n, seed, ...)``,
                           ``get_config()`` and ``serving_endpoints()``; see keras_gen.export)
 ``compile(model, config)`` its optimizers; ``optimizers(model)`` names them for checkpoints
+``checkpointed_variables(model)`` what a resume checkpoint stores of the model (default: all;
+                          a distillation round leaves out its frozen teacher)
 ``trainer(model, config)`` an optional custom training loop (an object with ``fit`` like the
                           DCGAN's article loop); None means Keras ``fit``
 ``servable(model)``       the model a run saves, exports and samples (default: the one ``fit``
@@ -85,6 +87,12 @@ class ModelKind(abc.ABC):
     def optimizer_targets(self, model) -> list:
         """[(optimizer, variables it trains)], to build the optimizers before a restore."""
         return [(optimizer, model.trainable_variables) for optimizer in self.optimizers(model).values()]
+
+    def checkpointed_variables(self, model) -> list:
+        """The model's variables a resume checkpoint stores (beside its optimizers'): all of them
+        by default. A kind whose model holds a frozen part that a resume loads again from its own
+        file leaves that part out."""
+        return list(model.variables)
 
     def trainer(self, model, config: dict):
         """A custom training loop for this config, or None for Keras fit."""
