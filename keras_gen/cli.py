@@ -266,12 +266,12 @@ def cmd_demo(args):
     for model in shipped:
         sampler = samplers[model.path] = load_sampler(model.path)
         start = time.perf_counter()
-        samples = sampler(64, args.seed)
+        samples = sampler(args.grid, args.seed)
         seconds = time.perf_counter() - start
         grid = out / f"{model.path.name}_samples.png"
-        image_grid(samples, grid, title=f"{model.name}: 64 samples ({seconds:.1f} s)")
+        image_grid(samples, grid, title=f"{model.name}: {args.grid} samples ({seconds:.1f} s)")
         written.append(grid)
-        print(f"{model.path.name:>6}: 64 samples in {seconds:.1f} s -> {grid}")
+        print(f"{model.path.name:>6}: {args.grid} samples in {seconds:.1f} s -> {grid}")
         written += sampler.kind.demo_figures(sampler, out, args.seed)
     report_dirs = []
     for dataset, paths in by_dataset.items():
@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="samples per model for the trilemma table (default 500)")
     demo.add_argument("--ddim-steps", type=positive_int, nargs="+", default=[10, 50],
                       help="DDIM step counts for the DDPM rows (default 10 50)")
+    demo.add_argument("--grid", type=positive_int, default=64,
+                      help="samples in each model's sample grid (default 64)")
     demo.add_argument("--seed", type=seed_int, default=0)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -172,9 +172,9 @@ with open(sys.argv[2], "w") as f:
 '''
 
 
-def cli_commands_in_one_child(named_argvs, log_dir: Path, cwd: Path, name="cli_child", env=None):
+def cli_commands_in_one_child(named_argvs, log_dir: Path, cwd: Path, name="cli_child", env=None, slot=False):
     """Start one child that runs ``keras-gen`` commands ({name: argv without "keras-gen"}) in turn;
-    the job for finish_cli_commands."""
+    the job for finish_cli_commands. ``slot``: as in `start` (for commands that train)."""
     log_dir = Path(log_dir)
     spec = [[key, [str(a) for a in argv], str(log_dir / f"{name}.{key}.stdout"),
              str(log_dir / f"{name}.{key}.stderr")] for key, argv in named_argvs.items()]
@@ -182,7 +182,8 @@ def cli_commands_in_one_child(named_argvs, log_dir: Path, cwd: Path, name="cli_c
     spec_path.write_text(json.dumps(spec))
     if result_path.exists():
         result_path.unlink()
-    job = start([sys.executable, "-c", CLI_CHILD, str(spec_path), str(result_path)], log_dir, name, cwd, env)
+    job = start([sys.executable, "-c", CLI_CHILD, str(spec_path), str(result_path)], log_dir, name, cwd, env,
+                slot=slot)
     return SimpleNamespace(job=job, spec=spec, result_path=result_path)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,9 +27,8 @@ import tensorflow as tf
 from helpers import final_arrays, read_state
 from keras_gen.checkpointing import (CheckpointStore, TrainingDiverged, nonfinite_losses,
                                      write_history_csv)
-from subprocess_jobs import explain, finish, start
+from subprocess_jobs import cli_commands_in_one_child, explain, finish_cli_commands, start
 
-KERAS_GEN = str(Path(sys.executable).parent / "keras-gen")
 # conftest.TINY_TRAIN_JOBS: vae, ddpm, dcgan --loop alternating, flow, latent_ddpm (on the session's
 # tiny autoencoder run: last, as its command waits for that run)
 JOBS = ("vae", "ddpm", "alternating", "flow", "latent_ddpm")
@@ -65,15 +63,15 @@ def kill_and_resume(tmp_path_factory, tiny_train_runs):
                 process.wait()
                 killed_state[name] = (process.returncode, read_state(job["dir"]))
         time.sleep(0.01)
-    results = {}
-    resumes = {}
-    for name, job in jobs.items():
-        results[name] = tiny_train_runs.result(name)
-        cmd = [KERAS_GEN, "train", tiny_train_runs.kind(name), "--resume", "--verbose", "0", "--out", str(job["dir"])]
-        resumes[name] = start(cmd, root, f"{name}_resume", root, slot=True)
-    return {name: SimpleNamespace(straight=results[name], killed=killed_state.get(name),
-                                  resume=finish(resumes[name], timeout=1200), straight_dir=results[name].out,
-                                  killed_dir=jobs[name]["dir"])
+    # The five resumes one after the other in one child (one TensorFlow start-up, not five): each
+    # must still end where its uninterrupted run ended, whatever ran before it in the process.
+    resumes = cli_commands_in_one_child(
+        {name: ["train", tiny_train_runs.kind(name), "--resume", "--verbose", "0", "--out", job["dir"]]
+         for name, job in jobs.items()}, root, root, name="resumes", slot=True)
+    results = {name: tiny_train_runs.result(name) for name in jobs}
+    resumed = finish_cli_commands(resumes, timeout=1200)
+    return {name: SimpleNamespace(straight=results[name], killed=killed_state.get(name), resume=resumed[name],
+                                  straight_dir=results[name].out, killed_dir=jobs[name]["dir"])
             for name in jobs}
 
 

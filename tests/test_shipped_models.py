@@ -37,6 +37,7 @@ STUDENTS = ("distilled_latent",)  # distilled few-step diffusion: DDIM at their 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 DEMO_N = 16  # samples per row of the demo's trilemma table (at least 4)
+DEMO_GRID = 8  # samples in each model's grid (the demo's default is 64)
 
 
 # Images per serving_default call: the DDPMs' default sampler is 50 U-Net passes per image.
@@ -69,7 +70,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("shipped")
     demo_out = root / "outputs"
     demo = [str(Path(sys.executable).parent / "keras-gen"), "demo", "--out", str(demo_out),
-            "--n", str(DEMO_N), "--ddim-steps", "5"]
+            "--n", str(DEMO_N), "--ddim-steps", "5", "--grid", str(DEMO_GRID)]
     run = check_export_in_child({export: SHIPPED / export for export in EXPORTS}, served_calls(), root,
                                 alongside={"demo": demo})
     return SimpleNamespace(child=run.child, result=run.result, arrays=run.arrays, demo=run.alongside["demo"],
@@ -153,6 +154,7 @@ def test_demo_runs_on_the_shipped_models(served):
                  "trilemma/trilemma.png", "trilemma_fashion_mnist/trilemma.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC, name
         assert str(out / name) in run.stdout  # the demo says where everything is
+    assert f"vae: {DEMO_GRID} samples in" in run.stdout
     rows = {"trilemma": ["vae (VAE)", "vae_conditional (VAE)", "dcgan (DCGAN)", "dcgan_conditional (DCGAN)",
                          "ddpm DDIM 5", "flow (FLOW)", "latent_ddpm DDIM 5", "latent_ddpm_conditional DDIM 5",
                          "distilled_latent_4step (DISTILLED_LATENT)"],
