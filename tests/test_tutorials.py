@@ -1,13 +1,16 @@
 """The tutorial scripts run end to end with the tiny presets and write their figures.
 
 Each script runs as a reader would run it (`python tutorials/0N_*.py --preset tiny --out DIR`), in
-its own interpreter, on the cached real MNIST (`make test` fetches it first). Each runs when a test
-first needs it, so only the selected ones run (`-k 05` runs tutorial 05 alone); every test names
-its tutorial in its id, which tests/conftest.py reads to make each tutorial a unit of work.
+its own interpreter, on the cached real MNIST (`make test` fetches it first); tutorial 08 finds two
+of its four runs already trained, as a reader who trained them with `keras-gen train` would
+(SESSION_RUNS). Each runs when a test first needs it, so only the selected ones run (`-k 05` runs
+tutorial 05 alone); every test names its tutorial in its id, which tests/conftest.py reads to make
+each tutorial a unit of work.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,7 +52,7 @@ FIGURES = {
     # 07 reads the recorded families table and trains a tiny flow for three steps.
     "07_families": ["07_families.png", "07_coupling_jacobian.png", "07_digit.png", "07_squeeze.png",
                     "07_flow_temperatures.png"],
-    # 08 trains its four tiny runs under runs/ (each writes its own figures).
+    # 08 trains the tiny runs its runs/ lacks (here two of four: SESSION_RUNS); each run writes its own figures.
     "08_latent_diffusion": ["08_class_grid.png", "08_latent_channels.png", "08_prior_vs_noise.png",
                             "08_reconstructions.png", "08_samples.png"] + [
         f"runs/{run}/{name}.png" for run, figures in (
@@ -59,16 +62,26 @@ FIGURES = {
 }
 
 
+# Run folders a tutorial finds finished under <out>/runs instead of training them: tutorial 08
+# trains what its runs/ lacks, and its tiny autoencoder and latent DDPM are the session's
+# (conftest.tiny_train_runs: the same kinds and tiny presets), so it trains only the other two.
+SESSION_RUNS = {"08_latent_diffusion": ("autoencoder", "latent_ddpm")}
+
+
 class TutorialRuns(dict):
     """{name: run}: a tutorial runs (in a child process) when a test first asks for it, so that
     each worker runs only the tutorials of the tests it was given (tests/conftest.py makes each
     tutorial a unit of work), in a slot (subprocess_jobs.SLOTS): not all at once on two cores."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tiny_train_runs):
         super().__init__()
-        self.root = root
+        self.root, self.tiny_train_runs = root, tiny_train_runs
 
     def __missing__(self, name):
+        for run in SESSION_RUNS.get(name, ()):
+            result = self.tiny_train_runs.result(run)
+            assert result.rc == 0, subprocess_jobs.explain(result)
+            shutil.copytree(result.out, self.root / name / "runs" / run)
         started = time.perf_counter()
         job = subprocess_jobs.start(
             [sys.executable, TUTORIALS / f"{name}.py", "--preset", "tiny", "--out", self.root / name],
@@ -80,9 +93,9 @@ class TutorialRuns(dict):
 
 
 @pytest.fixture(scope="module")
-def tutorial_runs(tmp_path_factory):
+def tutorial_runs(tmp_path_factory, tiny_train_runs):
     """Each tutorial run once with --preset tiny, on first use; {name: (rc, stdout, stderr, seconds, out)}."""
-    return TutorialRuns(tmp_path_factory.mktemp("tutorials"))
+    return TutorialRuns(tmp_path_factory.mktemp("tutorials"), tiny_train_runs)
 
 
 @pytest.mark.parametrize("name", list(FIGURES))
