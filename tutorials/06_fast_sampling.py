@@ -18,11 +18,13 @@
 #
 # The full preset needs no training: its teacher is the shipped `latent_ddpm_mnist`, its student
 # the shipped `distilled_latent_mnist_4step`, and the rounds are the record the distillation
-# wrote (`benchmarks/results/distillation/latent_rounds.json` in the keras_gen checkout). To
-# follow rounds you ran yourself, pass their folder:
+# wrote (`benchmarks/results/distillation/latent_v_rounds.json` in the keras_gen checkout). To
+# follow rounds you ran yourself, pass their folder (distil from the training run, whose
+# `model.keras` holds the encoder that turns training digits into latents; README, "Distilling
+# the latent DDPM"):
 #
-#     keras-gen distill latent_ddpm_mnist --from-steps 64 --to-steps 1 --epochs 2 --out runs/distill_latent
-#     python tutorials/06_fast_sampling.py --preset full --distillation runs/distill_latent
+#     keras-gen distill runs/latent/latent_ddpm_v/model.keras --from-steps 64 --to-steps 1 --epochs 2 --out runs/distill_v
+#     python tutorials/06_fast_sampling.py --preset full --distillation runs/distill_v
 #
 # (each round's training time is in the record printed below; `--resume` continues an interrupted one).
 #
@@ -58,10 +60,10 @@ SETTINGS = {
 # The record of the shipped student's distillation, in the checkout keras_gen is imported from
 # (`pip install -e .`; a notebook kernel has no __file__ to find it by).
 RECORD = (Path(keras_gen.__file__).resolve().parent.parent / "benchmarks" / "results" / "distillation"
-          / "latent_rounds.json")
+          / "latent_v_rounds.json")
 parser = argparse.ArgumentParser()
 parser.add_argument("--preset", default="full", choices=sorted(SETTINGS))
-parser.add_argument("--distillation", help="full preset: a `keras-gen distill latent_ddpm_mnist` folder whose "
+parser.add_argument("--distillation", help="full preset: a `keras-gen distill` folder of the shipped teacher whose "
                     "rounds.json and round folders to show (default: the recorded rounds and the shipped student)")
 parser.add_argument("--out", default="outputs/tutorial_fast")
 args, _ = parser.parse_known_args()
@@ -71,9 +73,9 @@ out.mkdir(parents=True, exist_ok=True)
 
 # %% [markdown]
 # ## The teacher: a latent DDPM
-# With `--preset full` the teacher is the shipped latent DDPM (1000 timesteps, trained to
-# predict the noise eps on the 8x8x4 latents of a frozen autoencoder, which it holds and decodes
-# with). Its export has no `.keras` file: `keras_gen.sampling.model_from_export` rebuilds the
+# With `--preset full` the teacher is the shipped latent DDPM (1000 timesteps on the cosine
+# schedule, trained to predict v = alpha eps - sigma x on the 8x8x4 latents of a frozen
+# autoencoder, which it holds and decodes with). Its export has no `.keras` file: `keras_gen.sampling.model_from_export` rebuilds the
 # Keras model from the export's config and weights and checks that it draws the export's images.
 # (`keras_gen.from_preset` returns a sampler that draws through the export's signatures: right
 # for drawing images, but it has no U-Net to run a single DDIM step with.)
@@ -205,8 +207,8 @@ else:
     folder = Path(args.distillation) if args.distillation else None
     record_path = folder / "rounds.json" if folder else RECORD
     if not record_path.exists():
-        raise SystemExit(f"{record_path} is missing: pass --distillation DIR, a `keras-gen distill latent_ddpm_mnist "
-                         "--out DIR` folder (or run from a keras_gen checkout, which holds the record)")
+        raise SystemExit(f"{record_path} is missing: pass --distillation DIR, a `keras-gen distill ... --out DIR` "
+                         "folder of this teacher (or run from a keras_gen checkout, which holds the record)")
 record = json.loads(record_path.read_text())
 print(f"rounds record: {record_path} (teacher {record['teacher']})")
 series = {}
