@@ -181,8 +181,9 @@ def _check_out(out: Path, resume: bool):
         raise ValueError(f"{out} is a non-empty folder that is not a distillation: choose a new or empty --out")
 
 
-def _load_settings(out: Path, settings: dict, resume: bool) -> dict:
-    _check_out(out, resume)
+def _load_settings(out: Path, settings: dict) -> dict:
+    """The distillation's settings: those written when it started, or ``settings`` written now
+    (``out`` passed _check_out)."""
     path = out / SETTINGS
     if path.exists():
         return json.loads(path.read_text())
@@ -265,7 +266,7 @@ def distill(teacher, out, *, to_steps: int = 1, from_steps: int | None = None, p
             rebuilt = (sampling.model_from_export(teacher) if data == "teacher" else teacher_from_export(teacher))
     settings = _load_settings(out, dict(teacher=str(teacher), to_steps=to_steps, from_steps=from_steps,
                                         preset=preset, fid_n=fid_n, data=data, teacher_samples=teacher_samples,
-                                        overrides=overrides), resume)
+                                        overrides=overrides))
     base = get_preset("distilled", settings["preset"], **settings["overrides"])
     from_steps = settings["from_steps"] or base["from_steps"]
     steps_per_round = round_steps(from_steps, settings["to_steps"])
